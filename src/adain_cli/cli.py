@@ -1,0 +1,187 @@
+"""The `adain` command line: parses options, calls the core, prints. No work happens here."""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from . import __version__, batch, images
+from .device import pick_device
+from .errors import EXIT_INTERRUPTED, AdainError
+from .inputs import expand
+from .stylizer import Stylizer
+
+app = typer.Typer(
+    name="adain",
+    help="Arbitrary style transfer with Adaptive Instance Normalization (Huang & Belongie, 2017).",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode=None,  # plain, one-line usage errors: easy to read in scripts and logs
+    pretty_exceptions_enable=False,
+)
+
+
+def _say_error(message: str) -> None:
+    typer.echo(f"adain: error: {message}", err=True)
+
+
+@contextmanager
+def _error_boundary(debug: bool) -> Iterator[None]:
+    """The one place core errors become a message on stderr and an exit code."""
+    try:
+        yield
+    except AdainError as exc:
+        if debug:
+            traceback.print_exc()
+        _say_error(str(exc))
+        raise typer.Exit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        _say_error("interrupted; finished outputs are kept, nothing partial was written")
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"adain-cli {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_show_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Repaint photos in the style of any painting."""
+
+
+# Options shared by the commands that stylize, declared once.
+Alpha = Annotated[float, typer.Option(
+    "--alpha", "-a", min=0.0, max=1.0,
+    help="Content-style trade-off: 0 reproduces the content, 1 is full style.")]
+ContentSize = Annotated[int, typer.Option(
+    "--content-size", min=0, metavar="PX",
+    help=f"Resize content so its shorter side is PX (0 keeps the original; at least {images.MIN_SIDE}).")]
+StyleSize = Annotated[int, typer.Option(
+    "--style-size", min=0, metavar="PX",
+    help="Resize styles so their shorter side is PX (0 keeps the original).")]
+Crop = Annotated[bool, typer.Option("--crop", help="Centre-crop content and styles to squares after resizing.")]
+PreserveColor = Annotated[bool, typer.Option(
+    "--preserve-color",
+    help="Keep the content's colours: recolour the style towards the content first (CORAL, "
+         "as the reference implementation).")]
+LuminanceOnly = Annotated[bool, typer.Option(
+    "--luminance-only",
+    help="Keep the content's colours: transfer only luminance, keep the content's chroma "
+         "(Gatys et al. 2016).")]
+VggPath = Annotated[Path | None, typer.Option(
+    "--vgg", metavar="PATH", help="Encoder weights (vgg_normalised.pth); default: the weights directory.")]
+DecoderPath = Annotated[Path | None, typer.Option(
+    "--decoder", metavar="PATH", help="Decoder weights (decoder.pth); default: the weights directory.")]
+Device = Annotated[str, typer.Option(
+    "--device", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps.")]
+Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs (default: skip them).")]
+MaxPixels = Annotated[int, typer.Option(
+    "--max-pixels", min=0, metavar="N",
+    help="Refuse images with more than N pixels (decompression-bomb guard); 0 allows any size.")]
+Quality = Annotated[int, typer.Option("--quality", min=1, max=100, help="JPEG/WebP quality.")]
+Json = Annotated[bool, typer.Option("--json", help="One JSON object per output on stdout.")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors (and --json objects).")]
+Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks with errors.")]
+
+
+def _color_mode(preserve_color: bool, luminance_only: bool) -> str:
+    if preserve_color and luminance_only:
+        raise typer.BadParameter("choose one of --preserve-color and --luminance-only")
+    return "coral" if preserve_color else "luminance" if luminance_only else "style"
+
+
+def _reporter(
+    as_json: bool, quiet: bool, debug: bool, echo: Callable[[str], None]
+) -> Callable[[batch.Result], None]:
+    def report(result: batch.Result) -> None:
+        if as_json:
+            typer.echo(json.dumps(result.as_dict()))
+        if result.status == "failed":
+            if debug and result.exception is not None:
+                traceback.print_exception(result.exception)
+            _say_error(result.error or "failed")
+        elif not (as_json or quiet):
+            if result.status == "written":
+                echo(f"wrote {result.job.output} ({result.seconds:.2f} s)")
+            else:
+                echo(f"skipped {result.job.output}: exists (use --overwrite to replace)")
+    return report
+
+
+def _progress(total: int, enabled: bool) -> Progress | None:
+    if not enabled:
+        return None
+    return Progress(
+        TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TimeRemainingColumn(), console=Console(), transient=True,
+    )
+
+
+@app.command()
+def stylize(
+    content: Annotated[str, typer.Argument(metavar="CONTENT", help="Content image: a file, a directory or a glob.")],
+    style: Annotated[str, typer.Argument(metavar="STYLE", help="Style image: a file, a directory or a glob.")],
+    output: Annotated[Path, typer.Option(
+        "--output", "-o", help="Output file for one pair; output directory for several.")],
+    alpha: Alpha = 1.0,
+    content_size: ContentSize = 512,
+    style_size: StyleSize = 512,
+    crop: Crop = False,
+    preserve_color: PreserveColor = False,
+    luminance_only: LuminanceOnly = False,
+    ext: Annotated[str, typer.Option("--ext", help="Output format in directory mode.")] = "png",
+    quality: Quality = images.DEFAULT_QUALITY,
+    vgg: VggPath = None,
+    decoder: DecoderPath = None,
+    device: Device = "auto",
+    overwrite: Overwrite = False,
+    max_pixels: MaxPixels = images.DEFAULT_MAX_PIXELS,
+    as_json: Json = False,
+    quiet: Quiet = False,
+    debug: Debug = False,
+) -> None:
+    """Stylize CONTENT in the style of STYLE; with several of either, every combination."""
+    color_mode = _color_mode(preserve_color, luminance_only)
+    with _error_boundary(debug):
+        settings = batch.Settings(
+            alpha=alpha, content_size=content_size, style_size=style_size, crop=crop,
+            color_mode=color_mode, max_pixels=max_pixels or None, quality=quality, overwrite=overwrite,
+        )
+        jobs = batch.plan(expand(content), expand(style), output, ext)
+        stylizer = Stylizer.from_files(vgg, decoder, pick_device(device))
+        show_bar = len(jobs) > 1 and sys.stdout.isatty() and not (as_json or quiet)
+        progress = _progress(len(jobs), show_bar)
+        with progress or nullcontext():
+            task = progress.add_task("stylizing", total=len(jobs)) if progress else None
+            echo = progress.console.print if progress else typer.echo
+            report = _reporter(as_json, quiet, debug, echo)
+
+            def on_result(result: batch.Result) -> None:
+                report(result)
+                if progress is not None:
+                    progress.advance(task)
+
+            results = batch.run(stylizer, jobs, settings, on_result)
+        if len(jobs) > 1 and not (as_json or quiet):
+            typer.echo(batch.summary(results))
+    raise typer.Exit(batch.exit_code(results))
+
+
+def main() -> None:
+    """Entry point of the `adain` console script."""
+    app(prog_name="adain")

@@ -1,0 +1,57 @@
+"""The one exception family the core raises; the CLI turns each into an exit code."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+# Exit codes, documented in the README. 1 (some inputs failed) is decided by the
+# batch result, not by an exception.
+EXIT_OK = 0
+EXIT_SOME_FAILED = 1
+EXIT_USAGE = 2
+EXIT_WEIGHTS = 3
+EXIT_INTERRUPTED = 130
+
+
+class AdainError(Exception):
+    """Base of every error adain-cli raises on purpose. The message is one line for the user."""
+
+    exit_code = EXIT_USAGE
+
+
+class UsageError(AdainError):
+    """Options or arguments that cannot work: nothing was attempted."""
+
+    exit_code = EXIT_USAGE
+
+
+class DeviceError(UsageError):
+    """The requested device does not exist or is not available."""
+
+
+class WeightsError(AdainError):
+    """Weight files missing, unreadable or not in the public AdaIN layout."""
+
+    exit_code = EXIT_WEIGHTS
+
+
+class ImageError(AdainError):
+    """One input image cannot be used; a batch carries on with the others."""
+
+    exit_code = EXIT_SOME_FAILED
+
+    def __init__(self, path: Path | str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = Path(path)
+        self.reason = reason
+
+
+class OutputError(AdainError):
+    """One output cannot be written; nothing partial is left behind."""
+
+    exit_code = EXIT_SOME_FAILED
+
+    def __init__(self, path: Path | str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = Path(path)
+        self.reason = reason

@@ -1,0 +1,196 @@
+"""Image files in and out: decoding, orientation, colour modes, resizing, atomic saving.
+
+This is the only module that knows the pixel convention: tensors are float32 RGB in
+[0, 1], shaped (1, 3, H, W); files are 8-bit RGB.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+from torch import Tensor
+from torchvision.transforms.v2 import functional as TF
+
+from .errors import ImageError, OutputError
+
+# Output format by file extension.
+FORMATS = {
+    ".png": "PNG",
+    ".jpg": "JPEG",
+    ".jpeg": "JPEG",
+    ".webp": "WEBP",
+    ".bmp": "BMP",
+    ".tif": "TIFF",
+    ".tiff": "TIFF",
+}
+IMAGE_SUFFIXES = frozenset(FORMATS)
+
+# Smallest side the network takes: relu4_1 must be at least 2x2 for its reflection padding.
+MIN_SIDE = 16
+# Pillow's own decompression-bomb threshold (about 89 megapixels); --max-pixels changes it.
+DEFAULT_MAX_PIXELS = 89_478_485
+DEFAULT_QUALITY = 95
+
+# Transparent pixels are composited onto white before stylizing (documented in the README).
+_BACKGROUND = (255, 255, 255)
+_SIXTEEN_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I"}
+_pillow_limit_lock = threading.Lock()
+
+
+@contextmanager
+def _pillow_bomb_check_disabled() -> Iterator[None]:
+    # Pillow refuses images over 2x its limit inside Image.open, before we can apply ours.
+    # Our own check (with the user's limit) replaces it for the duration of the open.
+    with _pillow_limit_lock:
+        saved = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None
+        try:
+            yield
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
+
+
+def load_image(path: Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Decode an image file into upright 8-bit RGB, or raise ImageError saying why not.
+
+    `max_pixels` guards against decompression bombs; None allows any size.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ImageError(path, "no such file")
+    if path.is_dir():
+        raise ImageError(path, "is a directory, not an image")
+    if path.stat().st_size == 0:
+        raise ImageError(path, "empty file (0 bytes)")
+    try:
+        with _pillow_bomb_check_disabled():
+            image = Image.open(path)
+        with image:
+            width, height = image.size
+            if max_pixels is not None and width * height > max_pixels:
+                raise ImageError(
+                    path,
+                    f"{width}x{height} is {width * height:,} pixels, over the limit of "
+                    f"{max_pixels:,} (possible decompression bomb; raise --max-pixels to allow)",
+                )
+            image.load()
+            upright = ImageOps.exif_transpose(image)
+            return _to_rgb(upright)
+    except UnidentifiedImageError as exc:
+        raise ImageError(path, "not an image file Pillow can read") from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        # Pillow reports truncated and corrupt data as OSError/SyntaxError/ValueError.
+        raise ImageError(path, f"corrupt or truncated image ({exc})") from exc
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """Any Pillow mode to 8-bit RGB: alpha onto white, 16-bit scaled down, not clipped."""
+    if image.mode in _SIXTEEN_BIT_MODES:
+        # convert("L") would clip 16-bit values at 255; scale 0..65535 to 0..255 instead.
+        image = image.convert("I").point(lambda v: v / 257 + 0.5).convert("L")
+    elif image.mode == "F":
+        image = image.point(lambda v: v * 255 + 0.5).convert("L")
+    has_alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
+        image.mode == "P" and "transparency" in image.info
+    )
+    if has_alpha:
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (*_BACKGROUND, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def resize_shorter_side(image: Image.Image, size: int) -> Image.Image:
+    """Resize so the shorter side is `size`, keeping the aspect ratio; 0 keeps the image.
+
+    The long side is truncated as torchvision's Resize(int) does (the reference port).
+    """
+    if size == 0:
+        return image
+    width, height = image.size
+    short, long = sorted((width, height))
+    scaled_long = int(size * long / short)
+    new = (size, scaled_long) if width <= height else (scaled_long, size)
+    if new == image.size:
+        return image
+    return image.resize(new, Image.Resampling.BILINEAR, reducing_gap=None)
+
+
+def center_crop_square(image: Image.Image) -> Image.Image:
+    """The largest centred square."""
+    width, height = image.size
+    side = min(width, height)
+    left, top = (width - side) // 2, (height - side) // 2
+    return image.crop((left, top, left + side, top + side))
+
+
+def prepare(image: Image.Image, size: int, crop: bool, path: Path | str = "<image>") -> Image.Image:
+    """Resize (and optionally crop) as the network will see it; too small is an ImageError."""
+    image = resize_shorter_side(image, size)
+    if crop:
+        image = center_crop_square(image)
+    if min(image.size) < MIN_SIDE:
+        width, height = image.size
+        raise ImageError(path, f"{width}x{height} is too small: the shorter side must be at least {MIN_SIDE} px")
+    return image
+
+
+def load_tensor(
+    path: Path, size: int, crop: bool, max_pixels: int | None = DEFAULT_MAX_PIXELS
+) -> Tensor:
+    """A file decoded, resized as the network needs it, as a (1, 3, H, W) tensor."""
+    return to_tensor(prepare(load_image(path, max_pixels), size, crop, path))
+
+
+def to_tensor(image: Image.Image) -> Tensor:
+    """8-bit RGB image -> float32 (1, 3, H, W) in [0, 1]."""
+    return TF.pil_to_tensor(image).unsqueeze(0).float().div_(255)
+
+
+def to_image(tensor: Tensor) -> Image.Image:
+    """(1, 3, H, W) or (3, H, W) float in [0, 1] -> 8-bit RGB image, clamped and rounded."""
+    chw = tensor.detach().squeeze(0) if tensor.dim() == 4 else tensor.detach()
+    return TF.to_pil_image(chw.float().mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8).cpu())
+
+
+def format_for(path: Path) -> str:
+    """The Pillow format an output extension asks for."""
+    try:
+        return FORMATS[path.suffix.lower()]
+    except KeyError:
+        known = ", ".join(sorted({s.lstrip(".") for s in FORMATS}))
+        raise OutputError(path, f"unknown output extension {path.suffix!r} (use one of {known})") from None
+
+
+def save_image(image: Image.Image, path: Path, quality: int = DEFAULT_QUALITY) -> None:
+    """Write atomically: a temp file in the same directory, renamed over `path` when complete.
+
+    A failure leaves neither a partial file nor a damaged existing one.
+    """
+    path = Path(path)
+    fmt = format_for(path)
+    options = {"quality": quality} if fmt in ("JPEG", "WEBP") else {}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise OutputError(path, f"cannot write here ({exc.strerror or exc})") from exc
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            image.save(handle, format=fmt, **options)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise OutputError(path, f"write failed ({exc.strerror or exc})") from exc
+        raise

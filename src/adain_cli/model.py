@@ -1,0 +1,138 @@
+"""The AdaIN network: a fixed normalised VGG-19 encoder to relu4_1, AdaIN, and a mirrored decoder.
+
+Huang & Belongie, "Arbitrary Style Transfer in Real-time with Adaptive Instance
+Normalization", ICCV 2017.
+
+Module indices match the public pytorch-AdaIN release files (`vgg_normalised.pth`,
+`decoder.pth`), so their state dicts load unchanged: `build_vgg()` and `Decoder()`
+have exactly their keys and shapes. Images enter the encoder as RGB in [0, 1]; the
+leading 1x1 conv of the normalised VGG does the mean subtraction and channel swap.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+# Encoder stride: relu4_1 sits after three 2x2 max pools.
+STRIDE = 8
+FEATURE_CHANNELS = 512
+STD_EPS = 1e-5
+
+# (channels, convs) per VGG-19 stage; a max pool separates the stages.
+_VGG_STAGES = ((64, 2), (128, 2), (256, 4), (512, 4), (512, 4))
+
+# End index (exclusive) in the VGG sequential of each layer the loss and encoder use.
+VGG_LAYER_ENDS = {"relu1_1": 4, "relu2_1": 11, "relu3_1": 18, "relu4_1": 31}
+
+# Decoder plan, mirroring the encoder: (in, out) convs, "up" for 2x nearest upsampling.
+_DECODER_PLAN = (
+    (512, 256), "up",
+    (256, 256), (256, 256), (256, 256), (256, 128), "up",
+    (128, 128), (128, 64), "up",
+    (64, 64),
+)  # fmt: skip
+
+
+def _conv_relu(in_channels: int, out_channels: int) -> list[nn.Module]:
+    # Reflection padding rather than zeros: the paper's fix for border artefacts.
+    return [nn.ReflectionPad2d(1), nn.Conv2d(in_channels, out_channels, 3), nn.ReLU()]
+
+
+def build_vgg() -> nn.Sequential:
+    """All VGG-19 conv layers through relu5_4, laid out exactly as `vgg_normalised.pth`."""
+    layers: list[nn.Module] = [nn.Conv2d(3, 3, 1)]
+    in_channels = 3
+    for stage, (channels, convs) in enumerate(_VGG_STAGES):
+        if stage:
+            layers.append(nn.MaxPool2d(2, 2, ceil_mode=True))
+        for _ in range(convs):
+            layers += _conv_relu(in_channels, channels)
+            in_channels = channels
+    return nn.Sequential(*layers)
+
+
+class Encoder(nn.Module):
+    """The fixed part of the normalised VGG-19 up to relu4_1. Never trained, never in grad mode."""
+
+    def __init__(self, vgg: nn.Sequential | None = None) -> None:
+        super().__init__()
+        vgg = build_vgg() if vgg is None else vgg
+        ends = list(VGG_LAYER_ENDS.values())
+        starts = [0, *ends[:-1]]
+        self.slices = nn.ModuleList(vgg[a:b] for a, b in zip(starts, ends, strict=True))
+        self.requires_grad_(False)
+        self.eval()
+
+    def forward(self, image: Tensor) -> Tensor:
+        # (N, 3, H, W) in [0, 1] -> (N, 512, ceil(H/8), ceil(W/8))
+        for layer in self.slices:
+            image = layer(image)
+        return image
+
+    def features(self, image: Tensor) -> dict[str, Tensor]:
+        """relu1_1 ... relu4_1 by name, for the style loss in training."""
+        out = {}
+        for name, layer in zip(VGG_LAYER_ENDS, self.slices, strict=True):
+            image = layer(image)
+            out[name] = image
+        return out
+
+    def train(self, mode: bool = True) -> Encoder:
+        # The encoder is fixed: keep it in eval mode even inside a training model.
+        return super().train(False)
+
+
+class Decoder(nn.Sequential):
+    """Mirror of the encoder, laid out exactly as `decoder.pth`: no normalisation layers,
+    nearest 2x upsampling, no activation after the last conv."""
+
+    def __init__(self) -> None:
+        layers: list[nn.Module] = []
+        for step in _DECODER_PLAN:
+            if step == "up":
+                layers.append(nn.Upsample(scale_factor=2, mode="nearest"))
+            else:
+                layers += _conv_relu(*step)
+        layers += [nn.ReflectionPad2d(1), nn.Conv2d(64, 3, 3)]
+        super().__init__(*layers)
+
+
+@dataclass(frozen=True)
+class FeatureStats:
+    """Per-sample, per-channel mean and std of a feature map: all a style contributes."""
+
+    mean: Tensor  # (N, C, 1, 1)
+    std: Tensor  # (N, C, 1, 1)
+
+    def to(self, device: torch.device | str) -> FeatureStats:
+        return FeatureStats(self.mean.to(device), self.std.to(device))
+
+
+def feature_stats(features: Tensor, eps: float = STD_EPS) -> FeatureStats:
+    """Mean over spatial positions and std = sqrt(unbiased variance + eps), as the paper's code."""
+    n, c = features.shape[:2]
+    flat = features.reshape(n, c, -1).float()  # statistics in fp32 whatever the compute dtype
+    std = (flat.var(dim=2) + eps).sqrt()
+    return FeatureStats(flat.mean(dim=2).view(n, c, 1, 1), std.view(n, c, 1, 1))
+
+
+def adain(content: Tensor, style: FeatureStats, content_stats: FeatureStats | None = None) -> Tensor:
+    """AdaIN(x, y) = sigma(y) * (x - mu(x)) / sigma(x) + mu(y).
+
+    `content_stats` defaults to the statistics of `content`; pass them to normalise a
+    part of a feature map (a tile, a masked region) with statistics of the whole.
+    """
+    stats = feature_stats(content) if content_stats is None else content_stats
+    scale = style.std / stats.std
+    shift = style.mean - stats.mean * scale
+    return (content * scale.to(content.dtype)) + shift.to(content.dtype)
+
+
+def blend(target: Tensor, content: Tensor, alpha: float) -> Tensor:
+    """The content-style trade-off t' = alpha * t + (1 - alpha) * f(c)."""
+    if alpha == 1.0:
+        return target
+    return alpha * target + (1.0 - alpha) * content

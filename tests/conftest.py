@@ -1,0 +1,106 @@
+"""Shared fixtures: random weights in the public pytorch-AdaIN layout, and synthetic images.
+
+The layout below is written out from the reference `net.py` by hand, independently of
+`adain_cli.model`, so the compatibility test compares two separate descriptions.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+# vgg_normalised.pth: nn.Sequential index -> (out, in, k) for each conv, through relu5_4.
+PUBLIC_VGG_CONVS = {
+    0: (3, 3, 1),
+    2: (64, 3, 3), 5: (64, 64, 3),
+    9: (128, 64, 3), 12: (128, 128, 3),
+    16: (256, 128, 3), 19: (256, 256, 3), 22: (256, 256, 3), 25: (256, 256, 3),
+    29: (512, 256, 3), 32: (512, 512, 3), 35: (512, 512, 3), 38: (512, 512, 3),
+    42: (512, 512, 3), 45: (512, 512, 3), 48: (512, 512, 3), 51: (512, 512, 3),
+}  # fmt: skip
+# decoder.pth
+PUBLIC_DECODER_CONVS = {
+    1: (256, 512, 3), 5: (256, 256, 3), 8: (256, 256, 3), 11: (256, 256, 3), 14: (128, 256, 3),
+    18: (128, 128, 3), 21: (64, 128, 3), 25: (64, 64, 3), 28: (3, 64, 3),
+}  # fmt: skip
+
+
+def public_layout(convs: dict[int, tuple[int, int, int]]) -> dict[str, tuple[int, ...]]:
+    shapes: dict[str, tuple[int, ...]] = {}
+    for index, (out_ch, in_ch, k) in convs.items():
+        shapes[f"{index}.weight"] = (out_ch, in_ch, k, k)
+        shapes[f"{index}.bias"] = (out_ch,)
+    return shapes
+
+
+def random_state_dict(convs: dict[int, tuple[int, int, int]], seed: int) -> dict[str, torch.Tensor]:
+    """He-initialised random convs: activations keep a sensible scale through the network."""
+    gen = torch.Generator().manual_seed(seed)
+    state = {}
+    for key, shape in public_layout(convs).items():
+        if key.endswith("weight"):
+            fan_in = shape[1] * shape[2] * shape[3]
+            state[key] = torch.randn(shape, generator=gen) * math.sqrt(2.0 / fan_in)
+        else:
+            state[key] = torch.randn(shape, generator=gen) * 0.01
+    return state
+
+
+@pytest.fixture(scope="session")
+def weights(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(vgg_normalised.pth, decoder.pth) with random values in the public layout."""
+    folder = tmp_path_factory.mktemp("weights")
+    vgg, decoder = folder / "vgg_normalised.pth", folder / "decoder.pth"
+    torch.save(random_state_dict(PUBLIC_VGG_CONVS, seed=1), vgg)
+    torch.save(random_state_dict(PUBLIC_DECODER_CONVS, seed=2), decoder)
+    return vgg, decoder
+
+
+@pytest.fixture(scope="session")
+def stylizer(weights: tuple[Path, Path]):
+    from adain_cli import Stylizer
+
+    return Stylizer.from_files(*weights, device="cpu")
+
+
+@pytest.fixture
+def weights_home(weights: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """ADAIN_HOME pointing at a directory whose weights/ holds the random weights."""
+    home = tmp_path / "adain-home"
+    (home / "weights").mkdir(parents=True)
+    for source in weights:
+        (home / "weights" / source.name).write_bytes(source.read_bytes())
+    monkeypatch.setenv("ADAIN_HOME", str(home))
+    return home
+
+
+def synthetic_image(width: int, height: int, seed: int = 0, mode: str = "RGB") -> Image.Image:
+    """Smooth colour gradients plus noise: structure for the network, made here, not shipped."""
+    gen = torch.Generator().manual_seed(seed)
+    ys = torch.linspace(0, 1, height).view(height, 1)
+    xs = torch.linspace(0, 1, width).view(1, width)
+    phase = torch.rand(3, generator=gen) * 6.28
+    channels = [
+        0.5 + 0.4 * torch.sin(6 * xs + 4 * ys * (c + 1) + phase[c]) + 0.1 * torch.rand(height, width, generator=gen)
+        for c in range(3)
+    ]
+    data = (torch.stack(channels, dim=-1).clamp(0, 1) * 255).round().to(torch.uint8)
+    image = Image.frombytes("RGB", (width, height), data.numpy().tobytes())
+    return image if mode == "RGB" else image.convert(mode)
+
+
+@pytest.fixture
+def images_dir(tmp_path: Path) -> Path:
+    """content/ with three images and style/ with two, of different odd sizes."""
+    root = tmp_path / "inputs"
+    (root / "content").mkdir(parents=True)
+    (root / "style").mkdir()
+    for i, size in enumerate([(40, 33), (37, 48), (64, 64)]):
+        synthetic_image(*size, seed=i).save(root / "content" / f"c{i}.png")
+    for i, size in enumerate([(50, 41), (35, 60)]):
+        synthetic_image(*size, seed=10 + i).save(root / "style" / f"s{i}.jpg", quality=95)
+    return root

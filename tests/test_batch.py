@@ -1,0 +1,149 @@
+"""Batches: every pair, each image encoded once, inputs never clobbered, failures contained."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import synthetic_image
+from PIL import Image
+
+from adain_cli import UsageError, batch, images
+from adain_cli.inputs import expand
+
+
+@pytest.fixture
+def encoder_calls(stylizer):
+    calls = []
+    handle = stylizer.encoder.register_forward_hook(lambda module, args, out: calls.append(args[0].shape))
+    yield calls
+    handle.remove()
+
+
+def run(stylizer, root: Path, out: Path, **settings) -> list[batch.Result]:
+    jobs = batch.plan(expand(root / "content"), expand(root / "style"), out)
+    settings = {"content_size": 0, "style_size": 0, **settings}  # keep the small test images small
+    return batch.run(stylizer, jobs, batch.Settings(**settings))
+
+
+def test_each_content_and_each_style_is_encoded_once_in_a_3x2_batch(stylizer, images_dir, tmp_path, encoder_calls):
+    results = run(stylizer, images_dir, tmp_path / "out")
+    assert [r.status for r in results] == ["written"] * 6
+    assert len(encoder_calls) == 3 + 2
+
+
+def test_coral_reencodes_the_recoloured_style_per_pair_but_decodes_it_once(
+    stylizer, images_dir, tmp_path, encoder_calls, monkeypatch
+):
+    decoded = []
+    real_load = images.load_image
+    monkeypatch.setattr(images, "load_image", lambda path, *a: decoded.append(path) or real_load(path, *a))
+    run(stylizer, images_dir, tmp_path / "out", color_mode="coral")
+    assert len(encoder_calls) == 3 + 6
+    assert len(decoded) == 3 + 2
+
+
+def test_directory_outputs_are_named_content_stylized_style(stylizer, images_dir, tmp_path):
+    run(stylizer, images_dir, tmp_path / "out")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        f"c{c}_stylized_s{s}.png" for c in range(3) for s in range(2)]
+    assert Image.open(tmp_path / "out" / "c1_stylized_s0.png").size == (37, 48)
+
+
+def test_one_pair_writes_the_output_file_itself(tmp_path, images_dir):
+    c, s = images_dir / "content" / "c0.png", images_dir / "style" / "s0.jpg"
+    assert batch.plan([c], [s], tmp_path / "x.jpg") == [batch.Job(c, s, tmp_path / "x.jpg")]
+
+
+def test_one_pair_into_an_existing_directory_uses_the_pattern(tmp_path, images_dir):
+    c, s = images_dir / "content" / "c0.png", images_dir / "style" / "s0.jpg"
+    [job] = batch.plan([c], [s], tmp_path, ext="webp")
+    assert job.output == tmp_path / "c0_stylized_s0.webp"
+
+
+def test_output_equal_to_an_input_is_refused(images_dir):
+    c, s = images_dir / "content" / "c0.png", images_dir / "style" / "s0.jpg"
+    with pytest.raises(UsageError, match="output is the input file"):
+        batch.plan([c], [s], c)
+
+
+def test_batch_output_colliding_with_an_input_is_refused(tmp_path):
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    for name in ("a.png", "b.png", "a_stylized_b.png"):
+        synthetic_image(16, 16).save(folder / name)
+    with pytest.raises(UsageError, match="refusing to overwrite an input"):
+        batch.plan(expand(folder), expand(folder), folder)
+
+
+def test_two_pairs_writing_one_file_is_refused(tmp_path):
+    for sub in ("x", "y"):
+        (tmp_path / sub).mkdir()
+        synthetic_image(16, 16).save(tmp_path / sub / "same.png")
+    with pytest.raises(UsageError, match="written by both"):
+        batch.plan([tmp_path / "x" / "same.png", tmp_path / "y" / "same.png"], [tmp_path / "x" / "same.png"],
+                   tmp_path / "out")
+
+
+def test_several_outputs_need_a_directory(images_dir, tmp_path):
+    with pytest.raises(UsageError, match="6 outputs need a directory"):
+        batch.plan(expand(images_dir / "content"), expand(images_dir / "style"), tmp_path / "out.png")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UsageError, match="and this is a file"):
+        batch.plan(expand(images_dir / "content"), expand(images_dir / "style"), tmp_path / "file")
+
+
+def test_unknown_extensions_are_usage_errors(images_dir, tmp_path):
+    c, s = [images_dir / "content" / "c0.png"], [images_dir / "style" / "s0.jpg"]
+    with pytest.raises(UsageError, match="unknown output extension '.gif'"):
+        batch.plan(c, s, tmp_path / "out.gif")
+    with pytest.raises(UsageError, match="unknown output extension 'gif'"):
+        batch.plan(c, s, tmp_path, ext="gif")
+
+
+def test_existing_outputs_are_skipped_unless_overwrite(stylizer, images_dir, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "c0_stylized_s0.png").write_bytes(b"keep me")
+    results = run(stylizer, images_dir, out)
+    assert [r.status for r in results].count("skipped") == 1
+    assert (out / "c0_stylized_s0.png").read_bytes() == b"keep me"
+    run(stylizer, images_dir, out, overwrite=True)
+    assert Image.open(out / "c0_stylized_s0.png").size == (40, 33)
+
+
+def test_a_broken_content_fails_its_pairs_and_the_rest_are_written(stylizer, images_dir, tmp_path):
+    (images_dir / "content" / "c1.png").write_text("not an image")
+    results = run(stylizer, images_dir, tmp_path / "out")
+    failed = [r for r in results if r.status == "failed"]
+    assert [r.job.content.name for r in failed] == ["c1.png", "c1.png"]
+    assert all("c1.png: not an image file" in r.error for r in failed)
+    assert sum(r.status == "written" for r in results) == 4
+    assert batch.exit_code(results) == 1
+    assert not any("c1_" in p.name for p in (tmp_path / "out").iterdir())
+
+
+def test_a_broken_style_fails_its_pairs_and_the_rest_are_written(stylizer, images_dir, tmp_path):
+    (images_dir / "style" / "s1.jpg").write_bytes(b"")
+    results = run(stylizer, images_dir, tmp_path / "out")
+    assert [r.job.style.name for r in results if r.status == "failed"] == ["s1.jpg"] * 3
+    assert sum(r.status == "written" for r in results) == 3
+
+
+def test_results_serialise_for_json(stylizer, images_dir, tmp_path):
+    [first, *_] = run(stylizer, images_dir, tmp_path / "out")
+    record = first.as_dict()
+    assert set(record) == {"content", "style", "output", "status", "seconds", "error"}
+    assert record["status"] == "written" and record["error"] is None and record["seconds"] > 0
+
+
+@pytest.mark.parametrize("bad", [{"alpha": 1.5}, {"alpha": float("nan")}, {"content_size": 8},
+                                 {"style_size": -1}, {"quality": 0}, {"color_mode": "sepia"}])
+def test_settings_refuse_values_that_cannot_work(bad):
+    with pytest.raises(UsageError):
+        batch.Settings(**bad)
+
+
+def test_summary_counts_outcomes(stylizer, images_dir, tmp_path):
+    results = run(stylizer, images_dir, tmp_path / "out")
+    assert batch.summary(results).startswith("6 written, 0 skipped, 0 failed in ")

@@ -1,0 +1,296 @@
+"""`adain` end to end on synthetic images with random weights: outputs, flags, exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import synthetic_image
+from PIL import Image, ImageChops
+from typer.testing import CliRunner
+
+from adain_cli import __version__
+from adain_cli.cli import app
+
+SMALL = ["--content-size", "0", "--style-size", "0"]
+
+
+def adain(*args: str | Path):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture
+def pair(tmp_path: Path) -> tuple[Path, Path]:
+    synthetic_image(45, 37, seed=1).save(tmp_path / "photo.png")
+    synthetic_image(40, 40, seed=2).save(tmp_path / "painting.jpg")
+    return tmp_path / "photo.png", tmp_path / "painting.jpg"
+
+
+def one_error_line(result, *fragments: str) -> None:
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("adain: error: ")
+    for fragment in fragments:
+        assert fragment in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def differs(a: Path, b: Path) -> bool:
+    one, two = Image.open(a).convert("RGB"), Image.open(b).convert("RGB")
+    return one.size != two.size or ImageChops.difference(one, two).getbbox() is not None
+
+
+# --- the app ---------------------------------------------------------------------------
+
+def test_version_is_eager_and_plain():
+    result = adain("--version")
+    assert result.exit_code == 0 and result.stdout.strip() == f"adain-cli {__version__}"
+
+
+def test_help_lists_the_commands_that_exist():
+    result = adain("--help")
+    assert result.exit_code == 0 and "stylize" in result.stdout
+
+
+def test_python_dash_m_runs_the_same_app():
+    result = subprocess.run([sys.executable, "-m", "adain_cli", "--version"], capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.strip() == f"adain-cli {__version__}"
+
+
+# --- the main job ----------------------------------------------------------------------
+
+def test_one_pair_writes_one_image_of_the_content_size(weights_home, pair, tmp_path):
+    result = adain("stylize", *pair, "-o", tmp_path / "out.png", *SMALL)
+    assert result.exit_code == 0, result.stderr
+    assert Image.open(tmp_path / "out.png").size == (45, 37)
+    assert "wrote" in result.stdout
+
+
+def test_default_content_size_is_512_on_the_shorter_side(weights_home, pair, tmp_path):
+    assert adain("stylize", *pair, "-o", tmp_path / "out.png", "--style-size", "0").exit_code == 0
+    assert Image.open(tmp_path / "out.png").size == (int(512 * 45 / 37), 512)
+
+
+def test_directories_give_every_combination(weights_home, images_dir, tmp_path):
+    result = adain("stylize", images_dir / "content", images_dir / "style", "-o", tmp_path / "out", *SMALL)
+    assert result.exit_code == 0, result.stderr
+    assert len(list((tmp_path / "out").iterdir())) == 6
+    assert "6 written, 0 skipped, 0 failed" in result.stdout
+
+
+def test_a_quoted_glob_selects_images(weights_home, images_dir, tmp_path):
+    result = adain("stylize", str(images_dir / "content" / "c[01].png"), images_dir / "style" / "s0.jpg",
+                   "-o", tmp_path / "out", *SMALL)
+    assert result.exit_code == 0, result.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["c0_stylized_s0.png", "c1_stylized_s0.png"]
+
+
+def test_json_prints_one_object_per_output(weights_home, images_dir, tmp_path):
+    result = adain("stylize", images_dir / "content", images_dir / "style", "-o", tmp_path / "out",
+                   "--json", *SMALL)
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(records) == 6 and {r["status"] for r in records} == {"written"}
+    assert all(Path(r["output"]).exists() and r["seconds"] > 0 for r in records)
+
+
+def test_json_reports_errors_too(weights_home, pair, tmp_path):
+    (tmp_path / "bad.jpg").write_text("text")
+    result = adain("stylize", tmp_path / "bad.jpg", pair[1], "-o", tmp_path / "out.png", "--json", *SMALL)
+    [record] = [json.loads(line) for line in result.stdout.splitlines()]
+    assert result.exit_code == 1 and record["status"] == "failed" and "bad.jpg" in record["error"]
+
+
+def test_quiet_prints_nothing_on_success(weights_home, images_dir, tmp_path):
+    result = adain("stylize", images_dir / "content", images_dir / "style", "-o", tmp_path / "o", "-q", *SMALL)
+    assert result.exit_code == 0 and result.stdout == "" and result.stderr == ""
+
+
+def test_existing_output_is_skipped_and_reported(weights_home, pair, tmp_path):
+    (tmp_path / "out.png").write_bytes(b"mine")
+    result = adain("stylize", *pair, "-o", tmp_path / "out.png", *SMALL)
+    assert result.exit_code == 0 and "skipped" in result.stdout and "--overwrite" in result.stdout
+    assert (tmp_path / "out.png").read_bytes() == b"mine"
+    assert adain("stylize", *pair, "-o", tmp_path / "out.png", "--overwrite", *SMALL).exit_code == 0
+    assert Image.open(tmp_path / "out.png").size == (45, 37)
+
+
+# --- every flag changes what it says -----------------------------------------------------
+
+@pytest.mark.parametrize("flags", [
+    ["--alpha", "0.3"], ["--style-size", "24"], ["--crop"], ["--preserve-color"], ["--luminance-only"],
+])
+def test_flags_change_the_output(weights_home, pair, tmp_path, flags):
+    assert adain("stylize", *pair, "-o", tmp_path / "plain.png", *SMALL).exit_code == 0
+    result = adain("stylize", *pair, "-o", tmp_path / "flagged.png", *SMALL, *flags)
+    assert result.exit_code == 0, result.stderr
+    assert differs(tmp_path / "plain.png", tmp_path / "flagged.png")
+
+
+def test_content_size_resizes_the_output(weights_home, pair, tmp_path):
+    assert adain("stylize", *pair, "-o", tmp_path / "o.png", "--content-size", "74").exit_code == 0
+    assert Image.open(tmp_path / "o.png").size == (90, 74)
+
+
+def test_crop_makes_square_outputs(weights_home, pair, tmp_path):
+    assert adain("stylize", *pair, "-o", tmp_path / "o.png", "--crop", *SMALL).exit_code == 0
+    assert Image.open(tmp_path / "o.png").size == (37, 37)
+
+
+def test_ext_and_quality_pick_the_format(weights_home, images_dir, tmp_path):
+    for quality in ("20", "95"):
+        result = adain("stylize", images_dir / "content", images_dir / "style" / "s0.jpg",
+                       "-o", tmp_path / quality, "--ext", "jpg", "--quality", quality, *SMALL)
+        assert result.exit_code == 0, result.stderr
+    small, large = (tmp_path / q / "c2_stylized_s0.jpg" for q in ("20", "95"))
+    assert Image.open(small).format == "JPEG"
+    assert small.stat().st_size < large.stat().st_size
+
+
+def test_explicit_weight_paths_are_used(weights, pair, tmp_path, monkeypatch):
+    monkeypatch.setenv("ADAIN_HOME", str(tmp_path / "empty-home"))
+    vgg, decoder = weights
+    result = adain("stylize", *pair, "-o", tmp_path / "o.png", "--vgg", vgg, "--decoder", decoder, *SMALL)
+    assert result.exit_code == 0, result.stderr
+
+
+def test_device_cpu_is_accepted(weights_home, pair, tmp_path):
+    assert adain("stylize", *pair, "-o", tmp_path / "o.png", "--device", "cpu", *SMALL).exit_code == 0
+
+
+def test_debug_shows_the_traceback(weights_home, pair, tmp_path):
+    (tmp_path / "bad.jpg").write_text("text")
+    result = adain("stylize", tmp_path / "bad.jpg", pair[1], "-o", tmp_path / "o.png", "--debug", *SMALL)
+    assert result.exit_code == 1 and "Traceback" in result.stderr and "bad.jpg" in result.stderr
+
+
+# --- usage errors: exit 2, nothing written ----------------------------------------------
+
+@pytest.mark.parametrize("alpha", ["1.5", "-0.1", "nan"])
+def test_alpha_outside_zero_to_one(weights_home, pair, tmp_path, alpha):
+    result = adain("stylize", *pair, "-o", tmp_path / "o.png", "--alpha", alpha)
+    assert result.exit_code == 2 and "alpha" in result.stderr
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_missing_content_file(weights_home, pair, tmp_path):
+    result = adain("stylize", tmp_path / "nope.jpg", pair[1], "-o", tmp_path / "o.png")
+    assert result.exit_code == 2
+    one_error_line(result, "nope.jpg", "no such file or directory")
+
+
+def test_directory_with_no_images(weights_home, pair, tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "readme.txt").write_text("x")
+    result = adain("stylize", tmp_path / "empty", pair[1], "-o", tmp_path / "out")
+    assert result.exit_code == 2
+    one_error_line(result, "empty", "directory has no images")
+
+
+def test_glob_matching_nothing(weights_home, pair, tmp_path):
+    result = adain("stylize", str(tmp_path / "*.tif"), pair[1], "-o", tmp_path / "out")
+    assert result.exit_code == 2
+    one_error_line(result, "pattern matches no image files")
+
+
+def test_output_equal_to_an_input_is_refused(weights_home, pair):
+    before = pair[0].read_bytes()
+    result = adain("stylize", *pair, "-o", pair[0], "--overwrite")
+    assert result.exit_code == 2
+    one_error_line(result, "photo.png", "refusing to overwrite an input")
+    assert pair[0].read_bytes() == before
+
+
+def test_unwritable_output_location(weights_home, images_dir, tmp_path):
+    (tmp_path / "file").write_text("x")
+    result = adain("stylize", images_dir / "content", images_dir / "style", "-o", tmp_path / "file" / "out")
+    assert result.exit_code == 2
+    one_error_line(result, "cannot create output directory")
+
+
+def test_both_colour_modes_at_once_is_a_usage_error(weights_home, pair, tmp_path):
+    result = adain("stylize", *pair, "-o", tmp_path / "o.png", "--preserve-color", "--luminance-only")
+    assert result.exit_code == 2 and "--preserve-color" in result.stderr
+
+
+def test_bad_device_fails_before_any_work(pair, tmp_path, monkeypatch):
+    monkeypatch.setenv("ADAIN_HOME", str(tmp_path / "no-weights-here"))
+    result = adain("stylize", *pair, "-o", tmp_path / "o.png", "--device", "tpu9")
+    assert result.exit_code == 2
+    one_error_line(result, "unknown device 'tpu9'")
+
+
+def test_unavailable_cuda_is_a_usage_error(weights_home, pair, tmp_path, monkeypatch):
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    result = adain("stylize", *pair, "-o", tmp_path / "o.png", "--device", "cuda")
+    assert result.exit_code == 2
+    one_error_line(result, "CUDA is not available")
+
+
+# --- weights: exit 3 -------------------------------------------------------------------
+
+def test_missing_weights_name_the_command_that_gets_them(pair, tmp_path, monkeypatch):
+    monkeypatch.setenv("ADAIN_HOME", str(tmp_path / "home"))
+    result = adain("stylize", *pair, "-o", tmp_path / "o.png")
+    assert result.exit_code == 3
+    one_error_line(result, "not found", "adain download-weights")
+
+
+def test_wrong_weights_file_is_named(weights, pair, tmp_path):
+    result = adain("stylize", *pair, "-o", tmp_path / "o.png", "--vgg", weights[1], "--decoder", weights[1])
+    assert result.exit_code == 3
+    one_error_line(result, "decoder.pth", "not the expected layout")
+
+
+# --- bad inputs: exit 1, one line each, the other pairs still written ---------------------
+
+def bad_input_cases(tmp_path: Path) -> dict[str, tuple[Path, str]]:
+    (tmp_path / "zero.jpg").write_bytes(b"")
+    (tmp_path / "text.jpg").write_text("hello")
+    synthetic_image(64, 64).save(tmp_path / "whole.jpg")
+    (tmp_path / "cut.jpg").write_bytes((tmp_path / "whole.jpg").read_bytes()[:300])
+    synthetic_image(12, 40).save(tmp_path / "tiny.png")
+    from test_images import png_claiming_size
+    png_claiming_size(tmp_path / "bomb.png", 40_000, 40_000)
+    return {
+        "zero": (tmp_path / "zero.jpg", "empty file"),
+        "text": (tmp_path / "text.jpg", "not an image file"),
+        "truncated": (tmp_path / "cut.jpg", "corrupt or truncated"),
+        "tiny": (tmp_path / "tiny.png", "at least 16 px"),
+        "bomb": (tmp_path / "bomb.png", "possible decompression bomb"),
+    }
+
+
+@pytest.mark.parametrize("case", ["zero", "text", "truncated", "tiny", "bomb"])
+def test_bad_content_file_is_one_line_and_exit_1(weights_home, pair, tmp_path, case):
+    path, reason = bad_input_cases(tmp_path)[case]
+    result = adain("stylize", path, pair[1], "-o", tmp_path / "o.png", *SMALL)
+    assert result.exit_code == 1
+    one_error_line(result, str(path), reason)
+    assert not (tmp_path / "o.png").exists()
+
+
+@pytest.mark.parametrize("case", ["text", "tiny"])
+def test_bad_style_file_is_one_line_and_exit_1(weights_home, pair, tmp_path, case):
+    path, reason = bad_input_cases(tmp_path)[case]
+    result = adain("stylize", pair[0], path, "-o", tmp_path / "o.png", *SMALL)
+    assert result.exit_code == 1
+    one_error_line(result, str(path), reason)
+
+
+def test_max_pixels_allows_larger_images(weights_home, pair, tmp_path):
+    result = adain("stylize", *pair, "-o", tmp_path / "o.png", "--max-pixels", "1000", *SMALL)
+    assert result.exit_code == 1 and "over the limit of 1,000" in result.stderr
+    bomb = bad_input_cases(tmp_path)["bomb"][0]
+    result = adain("stylize", bomb, pair[1], "-o", tmp_path / "o.png", "--max-pixels", "0", *SMALL)
+    assert result.exit_code == 1 and "corrupt or truncated" in result.stderr  # the size check passed
+
+
+def test_a_batch_with_failures_writes_the_rest_and_exits_1(weights_home, images_dir, tmp_path):
+    (images_dir / "content" / "c0.png").write_bytes(b"")
+    result = adain("stylize", images_dir / "content", images_dir / "style", "-o", tmp_path / "out", *SMALL)
+    assert result.exit_code == 1
+    assert len(result.stderr.strip().splitlines()) == 2  # one line per failed pair
+    assert len(list((tmp_path / "out").iterdir())) == 4

@@ -1,0 +1,210 @@
+"""Image files: every colour mode becomes correct RGB, bad files get one clear reason."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import synthetic_image
+from PIL import Image
+
+from adain_cli import ImageError, OutputError, images
+
+
+def png_claiming_size(path: Path, width: int, height: int) -> Path:
+    """A tiny file whose PNG header claims a huge image: a decompression bomb's shape."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+                     + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
+    return path
+
+
+def pixel(path: Path, xy=(0, 0)) -> tuple[int, int, int]:
+    return images.load_image(path).getpixel(xy)
+
+
+def test_rgb_png_round_trips(tmp_path: Path):
+    original = synthetic_image(20, 10)
+    original.save(tmp_path / "a.png")
+    loaded = images.load_image(tmp_path / "a.png")
+    assert loaded.mode == "RGB" and loaded.tobytes() == original.tobytes()
+
+
+def test_grayscale_becomes_equal_rgb_channels(tmp_path: Path):
+    Image.new("L", (4, 4), 77).save(tmp_path / "g.png")
+    assert pixel(tmp_path / "g.png") == (77, 77, 77)
+
+
+def test_palette_image_becomes_its_colours(tmp_path: Path):
+    image = Image.new("P", (4, 4), 1)
+    image.putpalette([0, 0, 0, 200, 30, 90] + [0, 0, 0] * 254)
+    image.save(tmp_path / "p.png")
+    assert pixel(tmp_path / "p.png") == (200, 30, 90)
+
+
+def test_transparent_palette_entries_become_white(tmp_path: Path):
+    image = Image.new("P", (4, 4), 0)
+    image.putpalette([10, 20, 30] * 256)
+    image.save(tmp_path / "pt.png", transparency=0)
+    assert pixel(tmp_path / "pt.png") == (255, 255, 255)
+
+
+def test_rgba_alpha_is_composited_onto_white(tmp_path: Path):
+    image = Image.new("RGBA", (2, 1))
+    image.putpixel((0, 0), (255, 0, 0, 255))
+    image.putpixel((1, 0), (255, 0, 0, 0))
+    image.save(tmp_path / "a.png")
+    assert pixel(tmp_path / "a.png", (0, 0)) == (255, 0, 0)
+    assert pixel(tmp_path / "a.png", (1, 0)) == (255, 255, 255)
+
+
+def test_cmyk_jpeg_becomes_rgb(tmp_path: Path):
+    Image.new("CMYK", (8, 8), (255, 0, 0, 0)).save(tmp_path / "c.jpg", quality=100)
+    r, g, b = pixel(tmp_path / "c.jpg")
+    assert r < 10 and g > 245 and b > 245  # pure cyan
+
+
+def test_16_bit_grayscale_is_scaled_not_clipped(tmp_path: Path):
+    image = Image.new("I;16", (2, 1))
+    image.putpixel((0, 0), 65535)
+    image.putpixel((1, 0), 32768)
+    image.save(tmp_path / "deep.png")
+    assert Image.open(tmp_path / "deep.png").mode.startswith("I")
+    assert pixel(tmp_path / "deep.png", (0, 0)) == (255, 255, 255)
+    assert pixel(tmp_path / "deep.png", (1, 0)) == (128, 128, 128)
+
+
+def test_16_bit_rgb_png_becomes_8_bit_rgb(tmp_path: Path):
+    # 48-bit PNG written by hand: Pillow cannot write one.
+    width, height = 2, 1
+    rows = b"\x00" + struct.pack(">6H", 65535, 0, 0, 0, 32896, 65535)
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    header = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)
+    (tmp_path / "rgb48.png").write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+                                         + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+    assert pixel(tmp_path / "rgb48.png", (0, 0)) == (255, 0, 0)
+    assert pixel(tmp_path / "rgb48.png", (1, 0)) == (0, 128, 255)
+
+
+def test_exif_orientation_is_applied(tmp_path: Path):
+    # Stored landscape, tagged "rotate 90 clockwise": a phone's portrait photo.
+    stored = Image.new("RGB", (40, 20), (0, 0, 255))
+    stored.paste((255, 0, 0), (0, 0, 10, 20))  # red at the stored left edge
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    stored.save(tmp_path / "phone.jpg", exif=exif.tobytes(), quality=100)
+    upright = images.load_image(tmp_path / "phone.jpg")
+    assert upright.size == (20, 40)
+    r, _, b = upright.getpixel((10, 2))  # the left edge is now the top
+    assert r > 200 and b < 60
+
+
+def test_missing_file(tmp_path: Path):
+    with pytest.raises(ImageError, match="nope.png: no such file"):
+        images.load_image(tmp_path / "nope.png")
+
+
+def test_zero_byte_file(tmp_path: Path):
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    with pytest.raises(ImageError, match=r"empty.jpg: empty file \(0 bytes\)"):
+        images.load_image(tmp_path / "empty.jpg")
+
+
+def test_text_file_named_jpg(tmp_path: Path):
+    (tmp_path / "notes.jpg").write_text("shopping list: eggs\n")
+    with pytest.raises(ImageError, match="notes.jpg: not an image file"):
+        images.load_image(tmp_path / "notes.jpg")
+
+
+def test_truncated_jpeg(tmp_path: Path):
+    synthetic_image(64, 64).save(tmp_path / "full.jpg", quality=90)
+    data = (tmp_path / "full.jpg").read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ImageError, match="cut.jpg: corrupt or truncated image"):
+        images.load_image(tmp_path / "cut.jpg")
+
+
+def test_decompression_bomb_is_refused_before_decoding(tmp_path: Path):
+    bomb = png_claiming_size(tmp_path / "bomb.png", 50_000, 50_000)
+    with pytest.raises(ImageError, match=r"bomb.png: 50000x50000 is 2,500,000,000 pixels, over the limit"):
+        images.load_image(bomb)
+
+
+def test_the_pixel_limit_can_be_raised_or_lifted(tmp_path: Path):
+    synthetic_image(64, 64).save(tmp_path / "a.png")
+    with pytest.raises(ImageError, match="over the limit of 1,000"):
+        images.load_image(tmp_path / "a.png", max_pixels=1000)
+    assert images.load_image(tmp_path / "a.png", max_pixels=4096).size == (64, 64)
+    # With no limit even the bomb's header passes; its missing data is then the error.
+    bomb = png_claiming_size(tmp_path / "bomb.png", 50_000, 50_000)
+    with pytest.raises(ImageError, match="corrupt or truncated"):
+        images.load_image(bomb, max_pixels=None)
+    assert Image.MAX_IMAGE_PIXELS == images.DEFAULT_MAX_PIXELS  # Pillow's global is restored
+
+
+def test_too_small_image_names_the_minimum(tmp_path: Path):
+    with pytest.raises(ImageError, match=r"tiny.png: 12x30 is too small: the shorter side must be at least 16 px"):
+        images.prepare(Image.new("RGB", (12, 30)), 0, False, "tiny.png")
+
+
+def test_resize_sets_the_shorter_side_and_keeps_the_aspect():
+    assert images.resize_shorter_side(Image.new("RGB", (300, 200)), 100).size == (150, 100)
+    assert images.resize_shorter_side(Image.new("RGB", (200, 301)), 100).size == (100, 150)
+    assert images.resize_shorter_side(Image.new("RGB", (30, 20)), 0).size == (30, 20)
+
+
+def test_center_crop_takes_the_middle_square():
+    image = Image.new("RGB", (30, 10), (0, 0, 0))
+    image.paste((255, 255, 255), (10, 0, 20, 10))
+    square = images.center_crop_square(image)
+    assert square.size == (10, 10) and square.getpixel((0, 0)) == (255, 255, 255)
+
+
+def test_tensor_conversion_owns_the_pixel_range():
+    image = synthetic_image(7, 5)
+    tensor = images.to_tensor(image)
+    assert tensor.shape == (1, 3, 5, 7) and tensor.dtype == torch.float32
+    assert tensor.min() >= 0.0 and tensor.max() <= 1.0
+    assert images.to_image(tensor).tobytes() == image.tobytes()
+    assert images.to_image(torch.full((1, 3, 2, 2), 7.0)).getpixel((0, 0)) == (255, 255, 255)
+    assert images.to_image(torch.full((1, 3, 2, 2), -1.0)).getpixel((0, 0)) == (0, 0, 0)
+
+
+@pytest.mark.parametrize("ext,fmt", [("png", "PNG"), ("jpg", "JPEG"), ("jpeg", "JPEG"), ("webp", "WEBP"),
+                                     ("bmp", "BMP"), ("tif", "TIFF"), ("TIFF", "TIFF")])
+def test_save_picks_the_format_from_the_extension(tmp_path: Path, ext: str, fmt: str):
+    images.save_image(synthetic_image(16, 16), tmp_path / f"out.{ext}")
+    assert Image.open(tmp_path / f"out.{ext}").format == fmt
+
+
+def test_save_refuses_an_unknown_extension(tmp_path: Path):
+    with pytest.raises(OutputError, match="unknown output extension '.gif'"):
+        images.save_image(synthetic_image(16, 16), tmp_path / "out.gif")
+
+
+def test_failed_save_keeps_the_existing_file_and_leaves_no_partial(tmp_path: Path, monkeypatch):
+    target = tmp_path / "out.png"
+    target.write_bytes(b"precious")
+
+    def broken_save(self, fp, *args, **kwargs):
+        fp.write(b"half an image")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Image.Image, "save", broken_save)
+    with pytest.raises(OutputError, match="out.png: write failed \\(No space left on device\\)"):
+        images.save_image(synthetic_image(16, 16), target)
+    assert target.read_bytes() == b"precious"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.png"]
+
+
+def test_save_into_a_path_under_a_file_fails_cleanly(tmp_path: Path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(OutputError, match="cannot write here"):
+        images.save_image(synthetic_image(16, 16), tmp_path / "file" / "out.png")
