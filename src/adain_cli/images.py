@@ -16,7 +16,6 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
-from torchvision.transforms.v2 import functional as TF
 
 from .errors import ImageError, OutputError
 
@@ -150,14 +149,21 @@ def load_tensor(
 
 
 def to_tensor(image: Image.Image) -> Tensor:
-    """8-bit RGB image -> float32 (1, 3, H, W) in [0, 1]."""
-    return TF.pil_to_tensor(image).unsqueeze(0).float().div_(255)
+    """Image -> float32 RGB (1, 3, H, W) in [0, 1]; other modes are converted as load_image does."""
+    if image.mode != "RGB":
+        image = _to_rgb(image)
+    width, height = image.size
+    data = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)
+    return data.view(height, width, 3).permute(2, 0, 1).unsqueeze(0).float().div_(255)
 
 
 def to_image(tensor: Tensor) -> Image.Image:
     """(1, 3, H, W) or (3, H, W) float in [0, 1] -> 8-bit RGB image, clamped and rounded."""
     chw = tensor.detach().squeeze(0) if tensor.dim() == 4 else tensor.detach()
-    return TF.to_pil_image(chw.float().mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8).cpu())
+    hwc = chw.float().mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).cpu()
+    # A fresh contiguous copy owns exactly its pixels, so its storage is the raw RGB bytes.
+    hwc = hwc.clone(memory_format=torch.contiguous_format)
+    return Image.frombytes("RGB", (hwc.shape[1], hwc.shape[0]), bytes(hwc.untyped_storage()))
 
 
 def format_for(path: Path) -> str:
