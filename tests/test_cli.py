@@ -294,3 +294,21 @@ def test_a_batch_with_failures_writes_the_rest_and_exits_1(weights_home, images_
     assert result.exit_code == 1
     assert len(result.stderr.strip().splitlines()) == 2  # one line per failed pair
     assert len(list((tmp_path / "out").iterdir())) == 4
+
+
+def test_ctrl_c_exits_130_keeping_finished_outputs(weights_home, images_dir, tmp_path, monkeypatch):
+    from adain_cli import images
+
+    real_save, saved = images.save_image, []
+
+    def save_then_interrupt(image, path, quality=95):
+        if saved:
+            raise KeyboardInterrupt
+        real_save(image, path, quality)
+        saved.append(path)
+
+    monkeypatch.setattr(images, "save_image", save_then_interrupt)
+    result = adain("stylize", images_dir / "content", images_dir / "style", "-o", tmp_path / "out", *SMALL)
+    assert result.exit_code == 130
+    one_error_line(result, "interrupted")
+    assert sorted((tmp_path / "out").iterdir()) == saved

@@ -208,3 +208,18 @@ def test_save_into_a_path_under_a_file_fails_cleanly(tmp_path: Path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(OutputError, match="cannot write here"):
         images.save_image(synthetic_image(16, 16), tmp_path / "file" / "out.png")
+
+
+def test_interrupted_save_keeps_the_existing_file_and_leaves_no_partial(tmp_path: Path, monkeypatch):
+    target = tmp_path / "out.png"
+    target.write_bytes(b"precious")
+
+    def interrupted_save(self, fp, *args, **kwargs):
+        fp.write(b"half an image")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Image.Image, "save", interrupted_save)
+    with pytest.raises(KeyboardInterrupt):
+        images.save_image(synthetic_image(16, 16), target)
+    assert target.read_bytes() == b"precious"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.png"]

@@ -6,7 +6,7 @@ import json
 import sys
 import traceback
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -123,13 +123,22 @@ def _reporter(
     return report
 
 
-def _progress(total: int, enabled: bool) -> Progress | None:
-    if not enabled:
-        return None
-    return Progress(
-        TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TimeRemainingColumn(), console=Console(), transient=True,
-    )
+def _run_reporting(
+    stylizer: Stylizer, jobs: list[batch.Job], settings: batch.Settings, *, as_json: bool, quiet: bool, debug: bool
+) -> list[batch.Result]:
+    """Run the jobs, reporting each result: a progress bar on a terminal, else plain lines or JSON."""
+    if len(jobs) < 2 or not sys.stdout.isatty() or as_json or quiet:
+        return batch.run(stylizer, jobs, settings, _reporter(as_json, quiet, debug, typer.echo))
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=Console(), transient=True) as progress:
+        task = progress.add_task("stylizing", total=len(jobs))
+        report = _reporter(as_json, quiet, debug, lambda line: progress.console.print(line, markup=False))
+
+        def on_result(result: batch.Result) -> None:
+            report(result)
+            progress.advance(task)
+
+        return batch.run(stylizer, jobs, settings, on_result)
 
 
 @app.command()
@@ -164,19 +173,7 @@ def stylize(
         )
         jobs = batch.plan(expand(content), expand(style), output, ext)
         stylizer = Stylizer.from_files(vgg, decoder, pick_device(device))
-        show_bar = len(jobs) > 1 and sys.stdout.isatty() and not (as_json or quiet)
-        progress = _progress(len(jobs), show_bar)
-        with progress or nullcontext():
-            task = progress.add_task("stylizing", total=len(jobs)) if progress else None
-            echo = progress.console.print if progress else typer.echo
-            report = _reporter(as_json, quiet, debug, echo)
-
-            def on_result(result: batch.Result) -> None:
-                report(result)
-                if progress is not None:
-                    progress.advance(task)
-
-            results = batch.run(stylizer, jobs, settings, on_result)
+        results = _run_reporting(stylizer, jobs, settings, as_json=as_json, quiet=quiet, debug=debug)
         if len(jobs) > 1 and not (as_json or quiet):
             typer.echo(batch.summary(results))
     raise typer.Exit(batch.exit_code(results))

@@ -25,7 +25,8 @@ _RGB_TO_YIQ = torch.tensor(
 
 
 def _flat_stats(image: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    flat = image.reshape(3, -1).double()
+    # float64 on the CPU: the 3x3 matrix roots need the precision, and MPS has no float64.
+    flat = image.reshape(3, -1).to("cpu", torch.float64)
     return flat, flat.mean(dim=1, keepdim=True), flat.std(dim=1, keepdim=True)
 
 
@@ -50,7 +51,7 @@ def coral(source: Tensor, target: Tensor) -> Tensor:
     target_cov = target_norm @ target_norm.T + eye
     transfer = _sqrtm(target_cov) @ torch.linalg.inv(_sqrtm(source_cov)) @ norm
     out = transfer * target_std + target_mean
-    return out.to(source.dtype).reshape(source.shape)
+    return out.to(source.device, source.dtype).reshape(source.shape)
 
 
 def _yiq(image: Tensor) -> Tensor:

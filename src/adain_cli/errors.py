@@ -35,23 +35,20 @@ class WeightsError(AdainError):
     exit_code = EXIT_WEIGHTS
 
 
-class ImageError(AdainError):
+class PathError(AdainError):
+    """A problem with one file: the message is "PATH: reason"."""
+
+    exit_code = EXIT_SOME_FAILED
+
+    def __init__(self, path: Path | str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = Path(path)
+        self.reason = reason
+
+
+class ImageError(PathError):
     """One input image cannot be used; a batch carries on with the others."""
 
-    exit_code = EXIT_SOME_FAILED
 
-    def __init__(self, path: Path | str, reason: str) -> None:
-        super().__init__(f"{path}: {reason}")
-        self.path = Path(path)
-        self.reason = reason
-
-
-class OutputError(AdainError):
+class OutputError(PathError):
     """One output cannot be written; nothing partial is left behind."""
-
-    exit_code = EXIT_SOME_FAILED
-
-    def __init__(self, path: Path | str, reason: str) -> None:
-        super().__init__(f"{path}: {reason}")
-        self.path = Path(path)
-        self.reason = reason

@@ -12,14 +12,16 @@ _GLOB_CHARS = frozenset("*?[")
 
 
 def _is_image_name(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_SUFFIXES
+    # Hidden files are skipped: macOS "._photo.jpg" resource forks are not images.
+    return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
 
 
 def expand(spec: str | Path) -> list[Path]:
     """The image files an argument names, sorted; UsageError when it names none.
 
     A file is taken as given (whatever its extension: decoding decides); a directory
-    gives its images (not recursive); a glob gives the image files it matches.
+    gives its images (not recursive, hidden files skipped); a glob gives the image files
+    it matches.
     """
     path = Path(spec)
     if path.is_dir():
