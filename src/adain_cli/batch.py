@@ -168,6 +168,23 @@ class _StyleCache:
         return self._stylizer.style_stats(recoloured)
 
 
+class _Recorder:
+    """Collects results and passes each on; its time includes the shared work done for it."""
+
+    def __init__(self, on_result: Callable[[Result], None] | None) -> None:
+        self.results: list[Result] = []
+        self._on_result = on_result
+        self._mark = time.perf_counter()
+
+    def __call__(self, job: Job, status: Status, exc: BaseException | None = None) -> None:
+        now = time.perf_counter()
+        result = Result(job, status, now - self._mark, None if exc is None else str(exc), exc)
+        self._mark = now
+        self.results.append(result)
+        if self._on_result is not None:
+            self._on_result(result)
+
+
 def run(
     stylizer: Stylizer,
     jobs: list[Job],
@@ -177,46 +194,44 @@ def run(
     """Carry out the jobs; failures are reported per job and the rest still run."""
     _make_output_dirs(jobs)
     styles = _StyleCache(stylizer, settings)
-    results: list[Result] = []
-    clock = [time.perf_counter()]
-
-    def report(job: Job, status: Status, exc: BaseException | None = None) -> None:
-        # Each result's time includes the shared work (decoding, encoding) done for it.
-        now = time.perf_counter()
-        result = Result(job, status, now - clock[0], None if exc is None else str(exc), exc)
-        clock[0] = now
-        results.append(result)
-        if on_result is not None:
-            on_result(result)
-
+    record = _Recorder(on_result)
     for content_path, group in _group_by_content(jobs).items():
         pending = []
         for job in group:
             if job.output.exists() and not settings.overwrite:
-                report(job, "skipped")
+                record(job, "skipped")
             else:
                 pending.append(job)
-        if not pending:
-            continue
+        if pending:
+            _run_content(stylizer, content_path, pending, styles, settings, record)
+    return record.results
+
+
+def _run_content(
+    stylizer: Stylizer,
+    path: Path,
+    jobs: list[Job],
+    styles: _StyleCache,
+    settings: Settings,
+    record: _Recorder,
+) -> None:
+    """One content, encoded once, in each of its styles."""
+    try:
+        image = images.load_tensor(path, settings.content_size, settings.crop, settings.max_pixels)
+        encoded = stylizer.encode_content(image)
+    except ImageError as exc:
+        for job in jobs:
+            record(job, "failed", exc)
+        return
+    for job in jobs:
         try:
-            s = settings
-            encoded = stylizer.encode_content(
-                images.load_tensor(content_path, s.content_size, s.crop, s.max_pixels)
-            )
-        except ImageError as exc:
-            for job in pending:
-                report(job, "failed", exc)
-            continue
-        for job in pending:
-            try:
-                _render_one(stylizer, encoded, styles.stats_for(job.style, encoded), job, settings)
-            except (ImageError, OutputError) as exc:
-                report(job, "failed", exc)
-            except torch.OutOfMemoryError:
-                report(job, "failed", ImageError(job.content, "out of memory (try a smaller --content-size)"))
-            else:
-                report(job, "written")
-    return results
+            _render_one(stylizer, encoded, styles.stats_for(job.style, encoded), job, settings)
+        except (ImageError, OutputError) as exc:
+            record(job, "failed", exc)
+        except torch.OutOfMemoryError:
+            record(job, "failed", ImageError(job.content, "out of memory (try a smaller --content-size)"))
+        else:
+            record(job, "written")
 
 
 def _group_by_content(jobs: list[Job]) -> dict[Path, list[Job]]:
