@@ -50,6 +50,13 @@ def random_state_dict(convs: dict[int, tuple[int, int, int]], seed: int) -> dict
     return state
 
 
+@pytest.fixture(autouse=True)
+def no_network_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests never reach the internet: offline unless a test serves weights on 127.0.0.1."""
+    monkeypatch.setenv("ADAIN_OFFLINE", "1")
+    monkeypatch.delenv("ADAIN_WEIGHTS_URL", raising=False)
+
+
 @pytest.fixture(scope="session")
 def weights(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """(vgg_normalised.pth, decoder.pth) with random values in the public layout."""
@@ -58,6 +65,12 @@ def weights(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     torch.save(random_state_dict(PUBLIC_VGG_CONVS, seed=1), vgg)
     torch.save(random_state_dict(PUBLIC_DECODER_CONVS, seed=2), decoder)
     return vgg, decoder
+
+
+@pytest.fixture(scope="session")
+def good_files(weights: tuple[Path, Path]) -> dict[str, bytes]:
+    """The random weights' bytes by file name, as a download server serves them."""
+    return {path.name: path.read_bytes() for path in weights}
 
 
 @pytest.fixture(scope="session")

@@ -231,11 +231,19 @@ def test_unavailable_cuda_is_a_usage_error(weights_home, pair, tmp_path, monkeyp
 
 # --- weights: exit 3 -------------------------------------------------------------------
 
-def test_missing_weights_name_the_command_that_gets_them(pair, tmp_path, monkeypatch):
+def test_missing_weights_offline_name_the_command_that_gets_them(pair, tmp_path, monkeypatch):
     monkeypatch.setenv("ADAIN_HOME", str(tmp_path / "home"))
-    result = adain("stylize", *pair, "-o", tmp_path / "o.png")
+    result = adain("stylize", *pair, "-o", tmp_path / "o.png")  # ADAIN_OFFLINE=1 in every test
     assert result.exit_code == 3
-    one_error_line(result, "not found", "adain download-weights")
+    one_error_line(result, "not found", "offline mode is on", "run `adain download-weights`")
+
+
+def test_offline_flag_forbids_downloading(pair, tmp_path, monkeypatch):
+    monkeypatch.setenv("ADAIN_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("ADAIN_OFFLINE")
+    result = adain("stylize", *pair, "-o", tmp_path / "o.png", "--offline")
+    assert result.exit_code == 3
+    one_error_line(result, "offline mode is on", "adain download-weights")
 
 
 def test_wrong_weights_file_is_named(weights, pair, tmp_path):

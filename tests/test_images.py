@@ -198,7 +198,7 @@ def test_failed_save_keeps_the_existing_file_and_leaves_no_partial(tmp_path: Pat
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(Image.Image, "save", broken_save)
-    with pytest.raises(OutputError, match="out.png: write failed \\(No space left on device\\)"):
+    with pytest.raises(OutputError, match="out.png: cannot write \\(No space left on device\\)"):
         images.save_image(synthetic_image(16, 16), target)
     assert target.read_bytes() == b"precious"
     assert [p.name for p in tmp_path.iterdir()] == ["out.png"]
@@ -206,7 +206,7 @@ def test_failed_save_keeps_the_existing_file_and_leaves_no_partial(tmp_path: Pat
 
 def test_save_into_a_path_under_a_file_fails_cleanly(tmp_path: Path):
     (tmp_path / "file").write_text("x")
-    with pytest.raises(OutputError, match="cannot write here"):
+    with pytest.raises(OutputError, match="cannot write"):
         images.save_image(synthetic_image(16, 16), tmp_path / "file" / "out.png")
 
 
@@ -223,3 +223,12 @@ def test_interrupted_save_keeps_the_existing_file_and_leaves_no_partial(tmp_path
         images.save_image(synthetic_image(16, 16), target)
     assert target.read_bytes() == b"precious"
     assert [p.name for p in tmp_path.iterdir()] == ["out.png"]
+
+
+def test_outputs_get_the_usual_file_permissions(tmp_path: Path):
+    import os
+
+    images.save_image(synthetic_image(16, 16), tmp_path / "out.png")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "out.png").stat().st_mode & 0o777 == 0o666 & ~umask

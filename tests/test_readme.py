@@ -1,5 +1,6 @@
-"""Every example in the README works: each `adain` command line and the Python snippet run
-here, in a folder holding the files they name (synthetic images, random weights)."""
+"""Every example in the README works: each block's `adain` command lines run in order, and
+the Python snippet runs, in a folder holding the files they name (synthetic images, random
+weights, a local HTTP server standing in for the download site)."""
 
 from __future__ import annotations
 
@@ -10,23 +11,32 @@ from pathlib import Path
 import pytest
 from conftest import synthetic_image
 from typer.testing import CliRunner
+from weight_server import WeightServer
 
 from adain_cli.cli import app
 
 README = Path(__file__).resolve().parents[1] / "README.md"
+ASSIGNMENT = re.compile(r"^[A-Z_]+=")
 
 
 def blocks(language: str) -> list[str]:
     return re.findall(rf"```{language}\n(.*?)```", README.read_text(), flags=re.S)
 
 
-def command_lines() -> list[str]:
-    return [line for block in blocks("bash") for line in block.splitlines() if line.startswith("adain ")]
+def command_blocks() -> list[list[str]]:
+    """Per bash block, its command lines: `adain ...`, optionally after VAR=value settings."""
+    found = []
+    for block in blocks("bash"):
+        lines = [line for line in block.splitlines()
+                 if line.startswith("adain ") or (ASSIGNMENT.match(line) and " adain " in line)]
+        if lines:
+            found.append(lines)
+    return found
 
 
 @pytest.fixture
-def workdir(tmp_path: Path, weights_home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The files the examples name, small and synthetic."""
+def workdir(tmp_path: Path, weights_home: Path, good_files, monkeypatch: pytest.MonkeyPatch):
+    """The files the examples name, small and synthetic, and a download server."""
     for name, seed in (("photo.jpg", 1), ("photo2.jpg", 2), ("painting.jpg", 3)):
         synthetic_image(48, 40, seed=seed).save(tmp_path / name)
     synthetic_image(40, 36, seed=4).save(tmp_path / "huge-scan.png")
@@ -34,24 +44,34 @@ def workdir(tmp_path: Path, weights_home: Path, monkeypatch: pytest.MonkeyPatch)
         (tmp_path / folder).mkdir()
         for seed in seeds:
             synthetic_image(40, 32, seed=seed).save(tmp_path / folder / f"img{seed}.jpg")
-    (tmp_path / "weights").mkdir()
-    for source in (weights_home / "weights").iterdir():
-        (tmp_path / "weights" / source.name).write_bytes(source.read_bytes())
+    for folder in ("weights", "usb-copy"):
+        (tmp_path / folder).mkdir()
+        for name, data in good_files.items():
+            (tmp_path / folder / name).write_bytes(data)
+    server = WeightServer(good_files)
+    monkeypatch.setenv("ADAIN_WEIGHTS_URL", server.url)
+    monkeypatch.delenv("ADAIN_OFFLINE")
     monkeypatch.chdir(tmp_path)
-    return tmp_path
+    yield tmp_path
+    server.close()
 
 
 def test_the_readme_has_examples():
-    assert len(command_lines()) >= 15 and blocks("python")
+    assert sum(len(lines) for lines in command_blocks()) >= 20 and blocks("python")
 
 
-@pytest.mark.parametrize("line", command_lines())
-def test_readme_command_works(workdir: Path, line: str):
-    words = shlex.split(line, comments=True)
-    if ">" in words:  # a shell redirection: check the output instead
-        words = words[: words.index(">")]
-    result = CliRunner().invoke(app, words[1:])
-    assert result.exit_code == 0, f"{line}\n{result.stderr}"
+@pytest.mark.parametrize("lines", command_blocks(), ids=lambda lines: lines[0][:40])
+def test_readme_commands_work(workdir: Path, lines: list[str], monkeypatch: pytest.MonkeyPatch):
+    for line in lines:
+        words = shlex.split(line, comments=True)
+        if ">" in words:  # a shell redirection: the command's own output is what matters
+            words = words[: words.index(">")]
+        with monkeypatch.context() as env:
+            while ASSIGNMENT.match(words[0]):
+                name, value = words.pop(0).split("=", 1)
+                env.setenv(name, value)
+            result = CliRunner().invoke(app, words[1:])
+        assert result.exit_code == 0, f"{line}\n{result.stderr}"
 
 
 def test_readme_python_example_works(workdir: Path):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import platform
 import sys
 import traceback
 from collections.abc import Callable, Iterator
@@ -12,11 +14,21 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 
-from . import __version__, batch, images
-from .device import pick_device
-from .errors import EXIT_INTERRUPTED, AdainError
+from . import __version__, batch, images, install, weights
+from .device import explain_auto_device, pick_device
+from .download import RetryPolicy
+from .errors import EXIT_INTERRUPTED, EXIT_WEIGHTS, AdainError
 from .inputs import expand
 from .stylizer import Stylizer
 
@@ -89,6 +101,8 @@ DecoderPath = Annotated[Path | None, typer.Option(
     "--decoder", metavar="PATH", help="Decoder weights (decoder.pth); default: the weights directory.")]
 Device = Annotated[str, typer.Option(
     "--device", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps.")]
+Offline = Annotated[bool, typer.Option(
+    "--offline", help="Never download: fail if weights are missing (also env ADAIN_OFFLINE=1).")]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs (default: skip them).")]
 MaxPixels = Annotated[int, typer.Option(
     "--max-pixels", min=0, metavar="N",
@@ -141,6 +155,44 @@ def _run_reporting(
         return batch.run(stylizer, jobs, settings, on_result)
 
 
+@contextmanager
+def _download_progress(quiet: bool) -> Iterator[install.FileProgress | None]:
+    """Download progress on stderr (stdout stays clean for --json): a bar on a terminal."""
+    if quiet:
+        yield None
+        return
+    if not sys.stderr.isatty():
+        announced: set[str] = set()
+
+        def announce(name: str, done: int, total: int | None) -> None:
+            if name not in announced:
+                announced.add(name)
+                typer.echo(f"fetching {name} ...", err=True)
+
+        yield announce
+        return
+    columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+               TimeRemainingColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
+        tasks: dict[str, TaskID] = {}
+
+        def update(name: str, done: int, total: int | None) -> None:
+            if name not in tasks:
+                tasks[name] = progress.add_task(name, total=total)
+            progress.update(tasks[name], completed=done, total=total)
+
+        yield update
+
+
+def _load_stylizer(vgg: Path | None, decoder: Path | None, device: str, *, offline: bool, quiet: bool) -> Stylizer:
+    """The model for a command: the device checked first, missing default weights fetched on first use."""
+    target = pick_device(device)
+    needed = [name for name, given in ((weights.VGG_FILE, vgg), (weights.DECODER_FILE, decoder)) if given is None]
+    with _download_progress(quiet) as progress:
+        install.ensure(needed, offline=offline or install.offline_requested(), progress=progress)
+    return Stylizer.from_files(vgg, decoder, target)
+
+
 @app.command()
 def stylize(
     content: Annotated[str, typer.Argument(metavar="CONTENT", help="Content image: a file, a directory or a glob.")],
@@ -158,6 +210,7 @@ def stylize(
     vgg: VggPath = None,
     decoder: DecoderPath = None,
     device: Device = "auto",
+    offline: Offline = False,
     overwrite: Overwrite = False,
     max_pixels: MaxPixels = images.DEFAULT_MAX_PIXELS,
     as_json: Json = False,
@@ -172,11 +225,96 @@ def stylize(
             color_mode=color_mode, max_pixels=max_pixels or None, quality=quality, overwrite=overwrite,
         )
         jobs = batch.plan(expand(content), expand(style), output, ext)
-        stylizer = Stylizer.from_files(vgg, decoder, pick_device(device))
+        stylizer = _load_stylizer(vgg, decoder, device, offline=offline, quiet=quiet)
         results = _run_reporting(stylizer, jobs, settings, as_json=as_json, quiet=quiet, debug=debug)
         if len(jobs) > 1 and not (as_json or quiet):
             typer.echo(batch.summary(results))
     raise typer.Exit(batch.exit_code(results))
+
+
+@app.command("download-weights")
+def download_weights(
+    dest: Annotated[Path | None, typer.Option(
+        "--dest", metavar="DIR", help="Install here instead of the weights directory.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Download again even if good weights are present.")] = False,
+    from_dir: Annotated[Path | None, typer.Option(
+        "--from", metavar="DIR", help="Install from local copies of the files (no network).")] = None,
+    verify_only: Annotated[bool, typer.Option(
+        "--verify", help="Check the installed files against their recorded sha256 and the manifest; change nothing.")
+    ] = False,
+    retries: Annotated[int, typer.Option("--retries", min=0, help="Retries after a failed attempt.")] = 4,
+    timeout: Annotated[float, typer.Option("--timeout", min=0.1, metavar="SECONDS",
+                                           help="Give up on a silent connection after this long.")] = 30.0,
+    as_json: Json = False,
+    quiet: Quiet = False,
+    debug: Debug = False,
+) -> None:
+    """Install the pretrained weights (verified) into the weights directory, or --verify them."""
+    with _error_boundary(debug):
+        if verify_only:
+            checks = install.verify_installed(dest)
+            for check in checks:
+                _report_check(check, as_json, quiet)
+            raise typer.Exit(0 if all(c.ok for c in checks) else EXIT_WEIGHTS)
+        policy = RetryPolicy(attempts=retries + 1, timeout=timeout)
+        with _download_progress(quiet or as_json) as progress:
+            results = install.install(dest, force=force, local_dir=from_dir, policy=policy, progress=progress)
+        for result in results:
+            if as_json:
+                typer.echo(json.dumps({"name": result.name, "path": str(result.path), "status": result.action,
+                                       "sha256": result.sha256, "size": result.size, "source": result.source}))
+            elif not quiet:
+                what = "installed from " + result.source if result.action == "installed" else "already installed"
+                typer.echo(f"{result.name}: {what}, verified ({result.size:,} bytes, sha256 {result.sha256})")
+
+
+def _report_check(check: install.Check, as_json: bool, quiet: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps({"name": check.name, "path": str(check.path), "ok": check.ok,
+                               "detail": check.detail, "sha256": check.sha256}))
+    if not check.ok:
+        _say_error(f"{check.path}: {check.detail}")
+    elif not (as_json or quiet):
+        typer.echo(f"{check.name}: verified (sha256 {check.sha256})")
+
+
+@app.command()
+def info(as_json: Json = False) -> None:
+    """Versions, the device that would be used and why, and the state of the weights."""
+    import torch
+    import torchvision
+
+    device, why = explain_auto_device()
+    folder = weights.weights_dir()
+    where = f"${weights.HOME_ENV}" if weights.HOME_ENV in os.environ else "platform user data directory"
+    checks = install.verify_installed()
+    facts = {
+        "adain_cli": __version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "device": str(device),
+        "device_reason": why,
+        "weights_dir": str(folder),
+        "weights_dir_from": where,
+        "mirror": os.environ.get(install.URL_ENV),
+        "offline": install.offline_requested(),
+        "weights": {c.name: {"ok": c.ok, "detail": c.detail, "sha256": c.sha256} for c in checks},
+    }
+    if as_json:
+        typer.echo(json.dumps(facts, indent=2))
+        return
+    typer.echo(f"adain-cli {__version__} (python {facts['python']}, {facts['platform']})")
+    typer.echo(f"torch {torch.__version__}, torchvision {torchvision.__version__}")
+    typer.echo(f"device: {device} ({why})")
+    typer.echo(f"weights: {folder} (from the {where})")
+    for check in checks:
+        typer.echo(f"  {check.name}: {check.detail}" + (f" (sha256 {check.sha256})" if check.ok else ""))
+    if facts["mirror"]:
+        typer.echo(f"mirror: {facts['mirror']} ({install.URL_ENV})")
+    if facts["offline"]:
+        typer.echo(f"offline: yes ({install.OFFLINE_ENV})")
 
 
 def main() -> None:

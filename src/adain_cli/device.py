@@ -7,12 +7,17 @@ import torch
 from .errors import DeviceError
 
 
-def auto_device() -> torch.device:
+def explain_auto_device() -> tuple[torch.device, str]:
+    """The device `auto` picks, and why."""
     if torch.cuda.is_available():
-        return torch.device("cuda")
+        return torch.device("cuda"), f"CUDA is available ({torch.cuda.get_device_name(0)})"
     if torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+        return torch.device("mps"), "Apple MPS is available and CUDA is not"
+    return torch.device("cpu"), "neither CUDA nor Apple MPS is available"
+
+
+def auto_device() -> torch.device:
+    return explain_auto_device()[0]
 
 
 def pick_device(name: str = "auto") -> torch.device:

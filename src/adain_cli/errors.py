@@ -10,6 +10,8 @@ EXIT_OK = 0
 EXIT_SOME_FAILED = 1
 EXIT_USAGE = 2
 EXIT_WEIGHTS = 3
+EXIT_DOWNLOAD = 4
+EXIT_STORAGE = 5
 EXIT_INTERRUPTED = 130
 
 
@@ -52,3 +54,20 @@ class ImageError(PathError):
 
 class OutputError(PathError):
     """One output cannot be written; nothing partial is left behind."""
+
+
+class DownloadError(AdainError):
+    """A download failed for good (after retries where retrying made sense)."""
+
+    exit_code = EXIT_DOWNLOAD
+
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__(f"{url}: {reason}")
+        self.url = url
+        self.reason = reason
+
+
+class StorageError(PathError):
+    """Weights could not be written where they belong (disk full, permission denied)."""
+
+    exit_code = EXIT_STORAGE

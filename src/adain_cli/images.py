@@ -6,8 +6,6 @@ This is the only module that knows the pixel convention: tensors are float32 RGB
 
 from __future__ import annotations
 
-import os
-import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,6 +15,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 
+from .atomic import atomic_write
 from .errors import ImageError, OutputError
 
 # Output format by file extension.
@@ -176,27 +175,14 @@ def format_for(path: Path) -> str:
 
 
 def save_image(image: Image.Image, path: Path, quality: int = DEFAULT_QUALITY) -> None:
-    """Write atomically: a temp file in the same directory, renamed over `path` when complete.
-
-    A failure leaves neither a partial file nor a damaged existing one.
-    """
+    """Write atomically (see `atomic_write`): a failure leaves neither a partial file nor a
+    damaged existing one."""
     path = Path(path)
     fmt = format_for(path)
     options = {"quality": quality} if fmt in ("JPEG", "WEBP") else {}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        raise OutputError(path, f"cannot write here ({exc.strerror or exc})") from exc
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as handle:
+        with atomic_write(path) as handle:
             image.save(handle, format=fmt, **options)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        tmp.unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise OutputError(path, f"write failed ({exc.strerror or exc})") from exc
-        raise
+    except OSError as exc:
+        raise OutputError(path, f"cannot write ({exc.strerror or exc})") from exc

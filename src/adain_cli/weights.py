@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
 from pathlib import Path
 
 import platformdirs
@@ -17,9 +21,34 @@ VGG_FILE = "vgg_normalised.pth"
 DECODER_FILE = "decoder.pth"
 HOME_ENV = "ADAIN_HOME"
 
-# The public pytorch-AdaIN release the layout comes from (issue: download-weights).
-RELEASE_URL = "https://github.com/naoto0804/pytorch-AdaIN/releases/download/v0.0.0"
 _MAX_NAMES_SHOWN = 3
+
+
+@dataclass(frozen=True)
+class WeightSpec:
+    """One file of the manifest (weights/manifest.json, shipped as adain_cli/manifest.json)."""
+
+    name: str
+    role: str  # "encoder" or "decoder"
+    url: str
+    size: int | None  # None: not known yet (never guessed)
+    sha256: str | None  # None: not known yet (never guessed)
+    source: str
+    licence: str
+
+    def layout(self) -> dict[str, torch.Size]:
+        return layout(build_vgg() if self.role == "encoder" else Decoder())
+
+
+@cache
+def manifest() -> tuple[WeightSpec, ...]:
+    """The weight files adain-cli uses, from the manifest inside the package."""
+    text = resources.files("adain_cli").joinpath("manifest.json").read_text(encoding="utf-8")
+    return tuple(WeightSpec(**entry) for entry in json.loads(text)["files"])
+
+
+def spec(name: str) -> WeightSpec:
+    return next(s for s in manifest() if s.name == name)
 
 
 def home() -> Path:
@@ -40,10 +69,8 @@ def resolve_paths(vgg: Path | None = None, decoder: Path | None = None) -> tuple
     missing = [p for p, given in ((vgg_path, vgg), (decoder_path, decoder)) if not given and not p.is_file()]
     if missing:
         names = " and ".join(p.name for p in missing)
-        raise WeightsError(
-            f"{names} not found in {weights_dir()}: run `adain download-weights`, "
-            f"or pass --vgg/--decoder (files from {RELEASE_URL}/)"
-        )
+        raise WeightsError(f"{names} not found in {weights_dir()}: run `adain download-weights` "
+                           "(or pass --vgg and --decoder)")
     return vgg_path, decoder_path
 
 
@@ -58,8 +85,13 @@ def _describe(names: list[str]) -> str:
     return shown + (f" and {more} more" if more > 0 else "")
 
 
-def read_state_dict(path: Path, expected: dict[str, torch.Size]) -> dict[str, torch.Tensor]:
-    """Load a state dict without unpickling code, and check it has exactly the expected layout."""
+def read_state_dict(
+    path: Path, expected: dict[str, torch.Size], exact_dtype: torch.dtype | None = None
+) -> dict[str, torch.Tensor]:
+    """Load a state dict without unpickling code, and check it has exactly the expected layout.
+
+    Values must be finite floats; `exact_dtype` also pins their type (installs want float32).
+    """
     if not path.is_file():
         raise WeightsError(f"{path}: weights file not found")
     try:
@@ -86,9 +118,14 @@ def read_state_dict(path: Path, expected: dict[str, torch.Size]) -> dict[str, to
     ]
     if wrong:
         raise WeightsError(f"{path}: wrong shapes: {_describe(wrong)}")
-    bad = [k for k, v in state.items() if not v.is_floating_point() or not torch.isfinite(v).all()]
+    mistyped = [f"{k} is {v.dtype}" for k, v in state.items()
+                if not v.is_floating_point() or (exact_dtype is not None and v.dtype != exact_dtype)]
+    if mistyped:
+        wanted = exact_dtype or "floating point"
+        raise WeightsError(f"{path}: wrong value types ({wanted} expected): {_describe(mistyped)}")
+    bad = [k for k, v in state.items() if not torch.isfinite(v).all()]
     if bad:
-        raise WeightsError(f"{path}: non-float or non-finite values in {_describe(bad)}")
+        raise WeightsError(f"{path}: non-finite values in {_describe(bad)}")
     return {k: v.float() for k, v in state.items()}
 
 
