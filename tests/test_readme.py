@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from conftest import synthetic_image
+from PIL import Image
 from typer.testing import CliRunner
 from weight_server import WeightServer
 
@@ -40,6 +41,16 @@ def workdir(tmp_path: Path, weights_home: Path, good_files, monkeypatch: pytest.
     for name, seed in (("photo.jpg", 1), ("photo2.jpg", 2), ("painting.jpg", 3)):
         synthetic_image(48, 40, seed=seed).save(tmp_path / name)
     synthetic_image(40, 36, seed=4).save(tmp_path / "huge-scan.png")
+    for seed, name in enumerate(("monet.jpg", "vangogh.jpg", "picasso.jpg", "matisse.jpg"), start=20):
+        synthetic_image(30 + seed, 40, seed=seed).save(tmp_path / name)
+    mask = Image.new("L", (48, 40), 0)
+    mask.paste(255, (0, 0, 24, 40))
+    mask.save(tmp_path / "mask.png")
+    regions = Image.new("P", (96, 80), 0)
+    regions.putpalette([200, 0, 0, 0, 200, 0, 0, 0, 200] + [0] * 759)
+    regions.paste(1, (32, 0, 64, 80))
+    regions.paste(2, (64, 0, 96, 80))
+    regions.save(tmp_path / "regions.png")
     for folder, seeds in (("photos", (5, 6)), ("paintings", (7, 8))):
         (tmp_path / folder).mkdir()
         for seed in seeds:

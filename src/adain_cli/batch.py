@@ -78,7 +78,7 @@ class Result:
         }
 
 
-def _check_extension(ext: str) -> str:
+def check_extension(ext: str) -> str:
     ext = ext.lower().lstrip(".")
     if "." + ext not in images.FORMATS:
         known = ", ".join(sorted({s.lstrip(".") for s in images.FORMATS}))
@@ -92,7 +92,7 @@ def plan(contents: list[Path], styles: list[Path], out: Path, ext: str = "png") 
     One pair writes to `out` itself (unless it is an existing directory); several pairs
     write `{content}_stylized_{style}.{ext}` inside the directory `out`.
     """
-    ext = _check_extension(ext)
+    ext = check_extension(ext)
     if len(contents) == 1 and len(styles) == 1 and not out.is_dir():
         try:
             images.format_for(out)

@@ -25,7 +25,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from . import __version__, batch, images, install, weights
+from . import __version__, batch, images, install, interpolate, weights
 from .device import explain_auto_device, pick_device
 from .download import RetryPolicy
 from .errors import EXIT_INTERRUPTED, EXIT_WEIGHTS, AdainError
@@ -230,6 +230,79 @@ def stylize(
         if len(jobs) > 1 and not (as_json or quiet):
             typer.echo(batch.summary(results))
     raise typer.Exit(batch.exit_code(results))
+
+
+def _parse_weights(text: str | None) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        return [float(part) for part in text.split(",")]
+    except ValueError:
+        raise typer.BadParameter(f"expected comma-separated numbers such as 0.5,0.3,0.2, got {text!r}",
+                                 param_hint="'--weights'") from None
+
+
+@app.command("interpolate")
+def interpolate_command(
+    content: Annotated[Path, typer.Argument(metavar="CONTENT", help="Content image file.")],
+    styles: Annotated[list[Path], typer.Argument(metavar="STYLE...", help="Two or more style images.")],
+    output: Annotated[Path, typer.Option(
+        "--output", "-o", help="Output file (a blend, or a contact sheet), or a directory for numbered frames.")],
+    weights_text: Annotated[str | None, typer.Option(
+        "--weights", "-w", metavar="W1,W2,...",
+        help="Style weights, non-negative, normalised to sum 1 (default: equal).")] = None,
+    steps: Annotated[int, typer.Option("--steps", min=0, metavar="N",
+                                       help="Two styles: the N-step transition from the first to the second.")] = 0,
+    grid: Annotated[int, typer.Option("--grid", min=0, metavar="N",
+                                      help="Four styles: the NxN bilinear grid with the styles at the corners.")] = 0,
+    alpha_sweep: Annotated[int, typer.Option("--alpha-sweep", min=0, metavar="N",
+                                             help="N outputs with alpha from 0 to 1.")] = 0,
+    mask: Annotated[Path | None, typer.Option(
+        "--mask", metavar="PATH",
+        help="Spatial control: style 1 where the mask is white, style 2 elsewhere; or a palette PNG with one "
+             "region per style.")] = None,
+    labels: Annotated[bool, typer.Option("--labels", help="Caption each cell of a contact sheet.")] = False,
+    alpha: Alpha = 1.0,
+    content_size: ContentSize = 512,
+    style_size: StyleSize = 512,
+    crop: Crop = False,
+    preserve_color: PreserveColor = False,
+    luminance_only: LuminanceOnly = False,
+    ext: Annotated[str, typer.Option("--ext", help="Frame format when writing frames to a directory.")] = "png",
+    quality: Quality = images.DEFAULT_QUALITY,
+    vgg: VggPath = None,
+    decoder: DecoderPath = None,
+    device: Device = "auto",
+    offline: Offline = False,
+    overwrite: Overwrite = False,
+    max_pixels: MaxPixels = images.DEFAULT_MAX_PIXELS,
+    as_json: Json = False,
+    quiet: Quiet = False,
+    debug: Debug = False,
+) -> None:
+    """Stylize CONTENT in a blend of several styles: weighted mixes, transitions, grids, alpha sweeps, masks."""
+    color_mode = _color_mode(preserve_color, luminance_only)
+    with _error_boundary(debug):
+        settings = batch.Settings(
+            alpha=alpha, content_size=content_size, style_size=style_size, crop=crop,
+            color_mode=color_mode, max_pixels=max_pixels or None, quality=quality, overwrite=overwrite,
+        )
+        job = interpolate.plan(content, styles, output, weights=_parse_weights(weights_text), steps=steps,
+                               grid=grid, alpha_sweep=alpha_sweep, alpha=alpha, mask=mask, labels=labels, ext=ext)
+        stylizer = _load_stylizer(vgg, decoder, device, offline=offline, quiet=quiet)
+
+        def report(outcome: interpolate.Outcome) -> None:
+            if as_json:
+                typer.echo(json.dumps(outcome.as_dict(job)))
+            if outcome.status == "failed":
+                _say_error(outcome.error or "failed")
+            elif not (as_json or quiet):
+                verb = "wrote" if outcome.status == "written" else "skipped"
+                note = f"({outcome.seconds:.2f} s)" if verb == "wrote" else "(exists; use --overwrite to replace)"
+                typer.echo(f"{verb} {outcome.output} {note}")
+
+        outcomes = interpolate.run(stylizer, job, settings, report)
+    raise typer.Exit(1 if any(o.status == "failed" for o in outcomes) else 0)
 
 
 @app.command("download-weights")

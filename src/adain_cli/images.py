@@ -12,11 +12,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageDraw, ImageFont, ImageOps, UnidentifiedImageError
 from torch import Tensor
 
 from .atomic import atomic_write
-from .errors import ImageError, OutputError
+from .errors import ImageError, OutputError, UsageError
 
 # Output format by file extension.
 FORMATS = {
@@ -60,6 +60,11 @@ def load_image(path: Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image
 
     `max_pixels` guards against decompression bombs; None allows any size.
     """
+    return _to_rgb(decode_upright(path, max_pixels))
+
+
+def decode_upright(path: Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Decode an image file in its own mode, EXIF orientation applied; ImageError saying why not."""
     path = Path(path)
     if not path.exists():
         raise ImageError(path, "no such file")
@@ -79,8 +84,7 @@ def load_image(path: Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image
                     f"{max_pixels:,} (possible decompression bomb; raise --max-pixels to allow)",
                 )
             image.load()
-            upright = ImageOps.exif_transpose(image)
-            return _to_rgb(upright)
+            return ImageOps.exif_transpose(image)
     except UnidentifiedImageError as exc:
         raise ImageError(path, "not an image file Pillow can read") from exc
     except (OSError, SyntaxError, ValueError) as exc:
@@ -105,7 +109,9 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def resize_shorter_side(image: Image.Image, size: int) -> Image.Image:
+def resize_shorter_side(
+    image: Image.Image, size: int, resample: Image.Resampling = Image.Resampling.BILINEAR
+) -> Image.Image:
     """Resize so the shorter side is `size`, keeping the aspect ratio; 0 keeps the image.
 
     The long side is truncated as torchvision's Resize(int) does (the reference port).
@@ -118,7 +124,7 @@ def resize_shorter_side(image: Image.Image, size: int) -> Image.Image:
     new = (size, scaled_long) if width <= height else (scaled_long, size)
     if new == image.size:
         return image
-    return image.resize(new, Image.Resampling.BILINEAR, reducing_gap=None)
+    return image.resize(new, resample, reducing_gap=None)
 
 
 def center_crop_square(image: Image.Image) -> Image.Image:
@@ -147,6 +153,43 @@ def load_tensor(
     return to_tensor(prepare(load_image(path, max_pixels), size, crop, path))
 
 
+def load_mask(
+    path: Path, content_size: tuple[int, int], size: int, crop: bool, regions: int,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+) -> Tensor:
+    """The region index (0 .. regions-1) of each pixel of the prepared content, (H, W).
+
+    `content_size` is the content's original (width, height); the mask must have its
+    aspect ratio and is then resized and cropped exactly as the content is. A palette
+    (indexed) PNG gives one region per palette index used, in increasing index order;
+    any other image gives two regions, thresholded at 50% grey: white is region 0.
+    """
+    try:
+        mask = decode_upright(path, max_pixels)
+    except ImageError as exc:
+        raise UsageError(f"unreadable mask: {exc}") from None
+    (mw, mh), (cw, ch) = mask.size, content_size
+    if abs(mw * ch - mh * cw) > 0.01 * mh * cw:
+        raise UsageError(f"{path}: mask is {mw}x{mh} but the content is {cw}x{ch}: the aspect ratios differ "
+                         "(masks are not stretched)")
+    if mask.mode == "P":
+        used = sorted(index for _, index in mask.getcolors(256) or [])
+        lookup = {index: region for region, index in enumerate(used)}
+        labels = mask.point([lookup.get(i, 0) for i in range(256)], mode="L")
+    else:
+        used = [255, 0]
+        labels = mask.convert("L").point(lambda v: 0 if v >= 128 else 1)
+    if len(used) != regions:
+        kind = "palette indices" if mask.mode == "P" else "regions (white and black)"
+        raise UsageError(f"{path}: mask has {len(used)} {kind} but {regions} styles were given")
+    labels = labels.resize(content_size, Image.Resampling.NEAREST)
+    labels = resize_shorter_side(labels, size, Image.Resampling.NEAREST)
+    if crop:
+        labels = center_crop_square(labels)
+    width, height = labels.size
+    return torch.frombuffer(bytearray(labels.tobytes()), dtype=torch.uint8).view(height, width).long()
+
+
 def to_tensor(image: Image.Image) -> Tensor:
     """Image -> float32 RGB (1, 3, H, W) in [0, 1]; other modes are converted as load_image does."""
     if image.mode != "RGB":
@@ -163,6 +206,26 @@ def to_image(tensor: Tensor) -> Image.Image:
     # A fresh contiguous copy owns exactly its pixels, so its storage is the raw RGB bytes.
     hwc = hwc.clone(memory_format=torch.contiguous_format)
     return Image.frombytes("RGB", (hwc.shape[1], hwc.shape[0]), bytes(hwc.untyped_storage()))
+
+
+def contact_sheet(tiles: list[Tensor], columns: int, labels: list[str] | None = None) -> Image.Image:
+    """Tiles (1, 3, H, W) of one size in a grid with a small white border, an optional caption under each."""
+    from torchvision.utils import make_grid  # imported here: torchvision is slow to import
+
+    cells = [tile.detach().float().cpu().clamp(0, 1)[0] for tile in tiles]
+    if labels is not None:
+        cells = [to_tensor(_caption(to_image(cell), text))[0] for cell, text in zip(cells, labels, strict=True)]
+    return to_image(make_grid(cells, nrow=columns, padding=4, pad_value=1.0))
+
+
+def _caption(image: Image.Image, text: str) -> Image.Image:
+    font = ImageFont.load_default(size=max(10, image.height // 24))
+    strip = int(font.size * 1.6)
+    captioned = Image.new("RGB", (image.width, image.height + strip), "white")
+    captioned.paste(image, (0, 0))
+    ImageDraw.Draw(captioned).text((image.width // 2, image.height + strip // 2), text, fill="black",
+                                   font=font, anchor="mm")
+    return captioned
 
 
 def format_for(path: Path) -> str:

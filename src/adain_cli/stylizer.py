@@ -103,7 +103,14 @@ class Stylizer:
     @torch.inference_mode()
     def render(self, content: EncodedContent, style: FeatureStats, alpha: float = 1.0) -> Tensor:
         """Stage 3: AdaIN, the alpha trade-off, decode; exactly the content's size, unclamped."""
-        target = adain(content.features, style.to(self.device), content.stats)
+        return self.decode(content, adain(content.features, style.to(self.device), content.stats), alpha)
+
+    @torch.inference_mode()
+    def decode(self, content: EncodedContent, target: Tensor, alpha: float = 1.0) -> Tensor:
+        """The alpha trade-off between `target` features and the content's, decoded at the content's size.
+
+        For targets other than plain AdaIN (regional statistics under a mask, for one).
+        """
         target = blend(target, content.features, check_alpha(alpha))
         height, width = content.size
         return self.decoder(target)[..., :height, :width]  # (1, 3, H, W)
