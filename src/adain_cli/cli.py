@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 import os
 import platform
+import signal
 import sys
+import threading
+import time
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -25,10 +28,10 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from . import __version__, batch, images, install, interpolate, weights
+from . import __version__, batch, images, install, interpolate, training, weights
 from .device import explain_auto_device, pick_device
 from .download import RetryPolicy
-from .errors import EXIT_INTERRUPTED, EXIT_WEIGHTS, AdainError
+from .errors import EXIT_INTERRUPTED, EXIT_WEIGHTS, AdainError, UsageError
 from .inputs import expand
 from .stylizer import Stylizer
 
@@ -113,10 +116,14 @@ Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors (a
 Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks with errors.")]
 
 
-def _color_mode(preserve_color: bool, luminance_only: bool) -> str:
+def _settings(alpha: float, content_size: int, style_size: int, crop: bool, preserve_color: bool,
+              luminance_only: bool, quality: int, max_pixels: int, overwrite: bool) -> batch.Settings:
+    """What the shared stylizing options turn into."""
     if preserve_color and luminance_only:
-        raise typer.BadParameter("choose one of --preserve-color and --luminance-only")
-    return "coral" if preserve_color else "luminance" if luminance_only else "style"
+        raise UsageError("choose one of --preserve-color and --luminance-only")
+    color_mode = "coral" if preserve_color else "luminance" if luminance_only else "style"
+    return batch.Settings(alpha=alpha, content_size=content_size, style_size=style_size, crop=crop,
+                          color_mode=color_mode, max_pixels=max_pixels or None, quality=quality, overwrite=overwrite)
 
 
 def _reporter(
@@ -218,12 +225,9 @@ def stylize(
     debug: Debug = False,
 ) -> None:
     """Stylize CONTENT in the style of STYLE; with several of either, every combination."""
-    color_mode = _color_mode(preserve_color, luminance_only)
     with _error_boundary(debug):
-        settings = batch.Settings(
-            alpha=alpha, content_size=content_size, style_size=style_size, crop=crop,
-            color_mode=color_mode, max_pixels=max_pixels or None, quality=quality, overwrite=overwrite,
-        )
+        settings = _settings(alpha, content_size, style_size, crop, preserve_color, luminance_only, quality,
+                             max_pixels, overwrite)
         jobs = batch.plan(expand(content), expand(style), output, ext)
         stylizer = _load_stylizer(vgg, decoder, device, offline=offline, quiet=quiet)
         results = _run_reporting(stylizer, jobs, settings, as_json=as_json, quiet=quiet, debug=debug)
@@ -281,12 +285,9 @@ def interpolate_command(
     debug: Debug = False,
 ) -> None:
     """Stylize CONTENT in a blend of several styles: weighted mixes, transitions, grids, alpha sweeps, masks."""
-    color_mode = _color_mode(preserve_color, luminance_only)
     with _error_boundary(debug):
-        settings = batch.Settings(
-            alpha=alpha, content_size=content_size, style_size=style_size, crop=crop,
-            color_mode=color_mode, max_pixels=max_pixels or None, quality=quality, overwrite=overwrite,
-        )
+        settings = _settings(alpha, content_size, style_size, crop, preserve_color, luminance_only, quality,
+                             max_pixels, overwrite)
         job = interpolate.plan(content, styles, output, weights=_parse_weights(weights_text), steps=steps,
                                grid=grid, alpha_sweep=alpha_sweep, alpha=alpha, mask=mask, labels=labels, ext=ext)
         stylizer = _load_stylizer(vgg, decoder, device, offline=offline, quiet=quiet)
@@ -303,6 +304,102 @@ def interpolate_command(
 
         outcomes = interpolate.run(stylizer, job, settings, report)
     raise typer.Exit(1 if any(o.status == "failed" for o in outcomes) else 0)
+
+
+@app.command()
+def train(
+    content_dir: Annotated[Path, typer.Option("--coco", "--content-dir", metavar="DIR",
+                                              help="Content images (MS-COCO), searched recursively.")],
+    style_dir: Annotated[Path, typer.Option("--wikiart", "--style-dir", metavar="DIR",
+                                            help="Style images (WikiArt), searched recursively.")],
+    out: Annotated[Path | None, typer.Option("--out", metavar="DIR",
+                                             help="Run directory (default: runs/<timestamp>).")] = None,
+    iterations: Annotated[int, typer.Option("--iterations", min=1)] = 160_000,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Per process.")] = 8,
+    lr: Annotated[float, typer.Option("--lr", min=0.0)] = 1e-4,
+    lr_decay: Annotated[float, typer.Option("--lr-decay", min=0.0, help="lr / (1 + decay * iteration).")] = 5e-5,
+    content_weight: Annotated[float, typer.Option("--content-weight", min=0.0)] = 1.0,
+    style_weight: Annotated[float, typer.Option("--style-weight", min=0.0, help="The paper's lambda.")] = 10.0,
+    image_size: Annotated[int, typer.Option("--image-size", min=8, help="Shorter side after resizing.")] = 512,
+    crop_size: Annotated[int, typer.Option("--crop-size", min=8, help="Random square crop, a multiple of 8.")] = 256,
+    workers: Annotated[int, typer.Option("--workers", min=0, help="Data loader processes per stream.")] = 4,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    save_every: Annotated[int, typer.Option("--save-every", min=1, metavar="N")] = 10_000,
+    preview_every: Annotated[int, typer.Option("--preview-every", min=1, metavar="N")] = 1_000,
+    precision: Annotated[str, typer.Option("--precision", help="fp32, bf16, or fp16 (with loss scaling).")] = "fp32",
+    resume: Annotated[str | None, typer.Option(
+        "--resume", metavar="PATH", help="A checkpoint, a run directory, or 'latest' (the one in --out).")] = None,
+    vgg: VggPath = None,
+    device: Device = "auto",
+    offline: Offline = False,
+    quiet: Quiet = False,
+    debug: Debug = False,
+) -> None:
+    """Train a decoder on content and style folders (the paper's recipe by default)."""
+    with _error_boundary(debug):
+        if resume == "latest" and out is None:
+            raise typer.BadParameter("--resume latest needs --out (the run to continue)")
+        if vgg is None:
+            with _download_progress(quiet) as progress:
+                install.ensure([weights.VGG_FILE], offline=offline or install.offline_requested(), progress=progress)
+        config = training.TrainConfig(
+            content_dir=str(content_dir), style_dir=str(style_dir),
+            out=str(out or Path("runs") / time.strftime("%Y%m%d-%H%M%S")),
+            vgg=str(vgg or weights.weights_dir() / weights.VGG_FILE), iterations=iterations,
+            batch_size=batch_size, lr=lr, lr_decay=lr_decay, content_weight=content_weight,
+            style_weight=style_weight, image_size=image_size, crop_size=crop_size, workers=workers, seed=seed,
+            save_every=save_every, preview_every=preview_every, precision=precision, device=device,
+        )
+        stop = threading.Event()
+
+        def request_stop(signum: int, frame: object) -> None:
+            stop.set()
+            signal.signal(signum, signal.SIG_DFL)  # a second signal ends the process at once
+
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, request_stop)
+        quiet = quiet or not training.is_main_process()
+        with _training_progress(config, quiet) as on_step:
+            last = training.train(config, resume=resume, stop=stop, on_step=on_step)
+        if stop.is_set():
+            _say_error(f"stopped at iteration {last}; checkpoint saved in {config.out} "
+                       f"(continue with --out {config.out} --resume latest)")
+            raise typer.Exit(EXIT_INTERRUPTED)
+        if not quiet:
+            typer.echo(f"trained {last} iterations; decoder in {Path(config.out) / training.DECODER_FILE}")
+
+
+@contextmanager
+def _training_progress(
+    config: training.TrainConfig, quiet: bool
+) -> Iterator[Callable[[training.Step], None] | None]:
+    """A live line (iteration, losses, it/s, ETA) on a terminal; a plain line every 50 iterations otherwise."""
+    if quiet:
+        yield None
+        return
+    if not sys.stdout.isatty():
+        def plain(step: training.Step) -> None:
+            if step.iteration % 50 == 0 or step.iteration == config.iterations:
+                typer.echo(f"iteration {step.iteration}/{config.iterations}: content {step.loss_content:.4f}, "
+                           f"style {step.loss_style:.4f}, lr {step.lr:.2e}, skipped files {step.skipped}")
+        yield plain
+        return
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[rate]}"), TimeRemainingColumn(),
+               TextColumn("{task.fields[losses]}"))
+    with Progress(*columns, console=Console()) as progress:
+        task = progress.add_task("training", total=config.iterations, rate="", losses="")
+        first: list[tuple[int, float]] = []
+
+        def live(step: training.Step) -> None:
+            if not first:
+                first.append((step.iteration, step.seconds))
+            done, began = first[0]
+            rate = (step.iteration - done) / (step.seconds - began) if step.seconds > began else 0.0
+            progress.update(task, completed=step.iteration, rate=f"{rate:.2f} it/s",
+                            losses=f"content {step.loss_content:.3f} style {step.loss_style:.3f}")
+
+        yield live
 
 
 @app.command("download-weights")

@@ -1,0 +1,135 @@
+"""Training data: image folders as endless, reproducible streams of random crops.
+
+Sample number k (counted over the whole run) decides everything about a sample: which
+image (a fresh permutation of the folder every pass, seeded by the pass number) and
+where it is cropped (seeded by k). So a run is the same whatever the number of loader
+workers, and a resumed run continues exactly where it stopped. Files that cannot be used
+(unreadable, truncated, tiny, enormous) are skipped and reported, never fatal.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from PIL import Image
+from torch import Tensor
+from torch.utils.data import Dataset, Sampler
+
+from . import images
+from .errors import ImageError, UsageError
+
+TRAIN_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp"})
+MIN_TRAIN_SIDE = 32  # smaller images carry too little to learn from
+_SALT_PERMUTATION, _SALT_CROP = 0x5EED, 0xC409
+
+
+def find_images(root: Path) -> list[Path]:
+    """Every image under `root`, recursively, sorted; UsageError if there is none."""
+    if not root.is_dir():
+        raise UsageError(f"{root}: not a directory")
+    found = sorted(p for p in root.rglob("*") if p.suffix.lower() in TRAIN_SUFFIXES and p.is_file()
+                   and not p.name.startswith("."))
+    if not found:
+        raise UsageError(f"{root}: no images found (looked for {', '.join(sorted(TRAIN_SUFFIXES))}, recursively)")
+    return found
+
+
+def _generator(*seeds: int) -> torch.Generator:
+    mixed = 0
+    for seed in seeds:
+        mixed = (mixed * 1_000_003 + seed) % (2**63 - 1)
+    return torch.Generator().manual_seed(mixed)
+
+
+def load_for_training(path: Path, image_size: int, max_pixels: int | None = images.DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Decode with the shorter side resized to `image_size` (aspect kept). Large JPEGs decode
+    through Pillow's draft mode, at the smallest DCT scale still at least that size."""
+    try:
+        with Image.open(path) as probe:
+            width, height = probe.size
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise ImageError(path, f"not a readable image ({exc})") from exc
+    if max_pixels is not None and width * height > max_pixels:
+        raise ImageError(path, f"{width}x{height} is over the {max_pixels:,}-pixel limit")
+    if min(width, height) < MIN_TRAIN_SIDE:
+        raise ImageError(path, f"{width}x{height} is too small (shorter side under {MIN_TRAIN_SIDE} px)")
+    scale = image_size / min(width, height)
+    with Image.open(path) as image:
+        if image.format == "JPEG" and scale < 1:
+            image.draft("RGB", (math.ceil(width * scale), math.ceil(height * scale)))
+        try:
+            image.load()
+        except (OSError, SyntaxError, ValueError) as exc:
+            raise ImageError(path, f"corrupt or truncated image ({exc})") from exc
+        return images.resize_shorter_side(images.upright_rgb(image), image_size)
+
+
+class RandomCrops(Dataset):
+    """Sample number -> (crop (3, S, S) in [0, 1], paths that had to be skipped to get it)."""
+
+    def __init__(self, paths: list[Path], image_size: int, crop_size: int, seed: int) -> None:
+        self.paths = paths
+        self.image_size = image_size
+        self.crop_size = crop_size
+        self.seed = seed
+
+    def image_index(self, sample: int) -> int:
+        count = len(self.paths)
+        order = torch.randperm(count, generator=_generator(self.seed, _SALT_PERMUTATION, sample // count))
+        return int(order[sample % count])
+
+    def __getitem__(self, sample: int) -> tuple[Tensor, list[str]]:
+        skipped: list[str] = []
+        index = self.image_index(sample)
+        for attempt in range(len(self.paths)):
+            path = self.paths[(index + attempt) % len(self.paths)]
+            try:
+                image = load_for_training(path, self.image_size)
+            except ImageError:
+                skipped.append(str(path))
+                continue
+            return self._crop(image, sample), skipped
+        raise UsageError(f"no usable image among {len(self.paths)} files (last: {path})")
+
+    def _crop(self, image: Image.Image, sample: int) -> Tensor:
+        width, height = image.size
+        size = self.crop_size
+        gen = _generator(self.seed, _SALT_CROP, sample)
+        left = int(torch.randint(0, width - size + 1, (1,), generator=gen))
+        top = int(torch.randint(0, height - size + 1, (1,), generator=gen))
+        return images.to_tensor(image.crop((left, top, left + size, top + size)))[0]
+
+
+class SampleNumbers(Sampler[int]):
+    """The endless stream of sample numbers one rank uses, from a given iteration on.
+
+    Iteration i, rank r of w, position j of a batch of b: sample ((i * w) + r) * b + j.
+    """
+
+    def __init__(self, start_iteration: int, batch_size: int, rank: int = 0, world: int = 1) -> None:
+        self.start, self.batch, self.rank, self.world = start_iteration, batch_size, rank, world
+
+    def __iter__(self) -> Iterator[int]:
+        iteration = self.start
+        while True:
+            first = (iteration * self.world + self.rank) * self.batch
+            yield from range(first, first + self.batch)
+            iteration += 1
+
+
+def collate(samples: list[tuple[Tensor, list[str]]]) -> tuple[Tensor, list[str]]:
+    return torch.stack([s[0] for s in samples]), [p for s in samples for p in s[1]]
+
+
+def check_usable(paths: list[Path], image_size: int, root: Path) -> None:
+    """Fail before training starts when a folder has no image that loads."""
+    for path in paths:
+        try:
+            load_for_training(path, image_size)
+            return
+        except ImageError:
+            continue
+    raise UsageError(f"{root}: none of its {len(paths)} image files could be used")

@@ -1,0 +1,409 @@
+"""Training the decoder, as in the paper (Huang & Belongie 2017, section 6.1).
+
+The encoder is the fixed normalised VGG-19 to relu4_1; only the decoder learns. Loss =
+content loss (MSE between f(g(t)) and t, t the AdaIN output) + lambda * style loss (MSE
+of per-channel means plus MSE of stds at relu1_1, relu2_1, relu3_1, relu4_1). Adam,
+lr / (1 + decay * iteration) as the reference code. Content from MS-COCO, styles from
+WikiArt, resized to a 512 px shorter side (aspect kept) and randomly cropped to 256.
+
+One process (GPU or CPU):
+    adain train --coco COCO/ --wikiart WIKIART/
+Several GPUs on one machine:
+    torchrun --standalone --nproc_per_node 4 -m adain_cli train --coco COCO/ --wikiart WIKIART/
+Several machines (run on each, NODE_RANK 0..N-1):
+    torchrun --nnodes 2 --node_rank NODE_RANK --nproc_per_node 8 \\
+        --rdzv_backend c10d --rdzv_endpoint HOST:29500 -m adain_cli train --coco ... --wikiart ...
+
+Under torchrun it trains with DistributedDataParallel: each rank draws its own samples,
+and only rank 0 logs and writes checkpoints, metrics and previews.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.data import DataLoader
+
+from . import data, images
+from .atomic import atomic_write
+from .device import pick_device
+from .errors import AdainError, UsageError, WeightsError
+from .model import Decoder, Encoder, adain, feature_stats
+from .weights import load_encoder
+
+Precision = Literal["fp32", "bf16", "fp16"]
+CHECKPOINT_FILE = "checkpoint.pt"
+DECODER_FILE = "decoder.pth"
+METRICS_FILE = "metrics.jsonl"
+
+
+class TrainingError(AdainError):
+    """Training stopped because it cannot go on (a non-finite loss)."""
+
+    exit_code = 6
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a run depends on; every checkpoint carries it."""
+
+    content_dir: str
+    style_dir: str
+    out: str
+    vgg: str  # the encoder weights file
+    iterations: int = 160_000
+    batch_size: int = 8
+    lr: float = 1e-4
+    lr_decay: float = 5e-5  # lr / (1 + lr_decay * iteration), the reference schedule
+    content_weight: float = 1.0
+    style_weight: float = 10.0  # the paper's lambda
+    image_size: int = 512  # shorter side after resizing
+    crop_size: int = 256
+    workers: int = 4
+    seed: int = 0
+    save_every: int = 10_000
+    preview_every: int = 1_000
+    precision: Precision = "fp32"
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        for name in ("iterations", "batch_size", "image_size", "crop_size", "save_every", "preview_every"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"{name.replace('_', '-')} must be at least 1")
+        if self.crop_size > self.image_size:
+            raise UsageError(f"crop-size {self.crop_size} is larger than image-size {self.image_size}")
+        if self.crop_size % 8:
+            raise UsageError(f"crop-size must be a multiple of 8, got {self.crop_size}")
+        if self.precision not in ("fp32", "bf16", "fp16"):
+            raise UsageError(f"precision must be fp32, bf16 or fp16, got {self.precision!r}")
+
+
+# What a resumed run must share with its checkpoint: anything that changes the optimisation.
+RESUME_MUST_MATCH = ("batch_size", "lr", "lr_decay", "content_weight", "style_weight", "image_size",
+                     "crop_size", "seed", "precision")
+
+
+@dataclass(frozen=True)
+class Step:
+    """One iteration's numbers, as logged."""
+
+    iteration: int
+    loss_content: float
+    loss_style: float
+    lr: float
+    seconds: float
+    skipped: int
+
+    @property
+    def loss(self) -> float:
+        return self.loss_content + self.loss_style
+
+
+# --- the loss ---------------------------------------------------------------------------
+
+def style_loss(generated: dict[str, Tensor], style: dict[str, Tensor]) -> Tensor:
+    """MSE of per-channel means plus MSE of stds, summed over relu1_1 ... relu4_1."""
+    total = torch.zeros((), device=next(iter(generated.values())).device)
+    for name, target in style.items():
+        g, s = feature_stats(generated[name]), feature_stats(target)
+        total = total + F.mse_loss(g.mean, s.mean) + F.mse_loss(g.std, s.std)
+    return total
+
+
+def losses(encoder: Encoder, decoder: torch.nn.Module, content: Tensor, style: Tensor) -> tuple[Tensor, Tensor]:
+    """(content loss, style loss) for a batch, before weighting."""
+    with torch.no_grad():
+        style_features = encoder.features(style)
+        target = adain(encoder(content), feature_stats(style_features["relu4_1"]))  # (N, 512, S/8, S/8)
+    generated = decoder(target)
+    generated_features = encoder.features(generated)
+    loss_content = F.mse_loss(generated_features["relu4_1"].float(), target.float())
+    return loss_content, style_loss(generated_features, style_features)
+
+
+def encoder_identity(encoder: Encoder) -> str:
+    """sha256 over the encoder's weights: a decoder only works with the encoder it was trained against."""
+    digest = hashlib.sha256()
+    for key, tensor in sorted(encoder.state_dict().items()):
+        digest.update(key.encode())
+        digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+# --- distributed set-up -------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Ranks:
+    rank: int = 0
+    world: int = 1
+    local: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def is_main_process() -> bool:
+    """False in the torchrun processes other than rank 0, which stay silent."""
+    return os.environ.get("RANK", "0") == "0"
+
+
+def _start_distributed(device_name: str) -> tuple[Ranks, torch.device]:
+    """torchrun sets WORLD_SIZE/RANK/LOCAL_RANK; without them this is a single process."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return Ranks(), pick_device(device_name)
+    ranks = Ranks(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+    if device_name in ("auto", "cuda") and torch.cuda.is_available():
+        device = torch.device("cuda", ranks.local)  # one GPU per process
+    else:
+        device = pick_device("cpu" if device_name == "auto" else device_name)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return ranks, device
+
+
+# --- checkpoints ---------------------------------------------------------------------------
+
+def save(out: Path, decoder: Decoder, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None,
+         iteration: int, config: TrainConfig, encoder_id: str, skipped: set[str]) -> None:
+    """checkpoint.pt (everything to resume) and decoder.pth (the public layout), each atomically.
+
+    `decoder` is the plain module, never a DDP or compiled wrapper, so keys stay clean.
+    """
+    state = {
+        "decoder": decoder.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scaler": scaler.state_dict() if scaler is not None else None,
+        "iteration": iteration,
+        "config": asdict(config),
+        "encoder": encoder_id,
+        "rng": {"torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+        "skipped": sorted(skipped),
+    }
+    with atomic_write(out / CHECKPOINT_FILE) as handle:
+        torch.save(state, handle)
+    with atomic_write(out / DECODER_FILE) as handle:
+        torch.save({k: v.detach().float().cpu() for k, v in decoder.state_dict().items()}, handle)
+
+
+def resolve_resume(resume: str, out: Path) -> Path:
+    """A checkpoint file, a run directory, or "latest" (the checkpoint in --out)."""
+    path = out / CHECKPOINT_FILE if resume == "latest" else Path(resume)
+    if path.is_dir():
+        path = path / CHECKPOINT_FILE
+    if not path.is_file():
+        raise UsageError(f"{path}: no checkpoint to resume from")
+    return path
+
+
+def load_checkpoint(path: Path, config: TrainConfig, encoder_id: str) -> dict:
+    """A checkpoint that this run can continue; WeightsError saying why not otherwise."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # any unreadable file gets the same answer
+        raise WeightsError(f"{path}: not a loadable checkpoint ({str(exc).splitlines()[0]})") from exc
+    if not isinstance(state, dict) or not {"decoder", "optimizer", "iteration", "config", "encoder"} <= set(state):
+        raise WeightsError(f"{path}: not an adain-cli training checkpoint")
+    if state["encoder"] != encoder_id:
+        raise WeightsError(f"{path}: trained against another encoder (identity {state['encoder'][:12]}..., "
+                           f"this run's is {encoder_id[:12]}...)")
+    differing = [f"{k}={state['config'].get(k)!r} (now {getattr(config, k)!r})"
+                 for k in RESUME_MUST_MATCH if state["config"].get(k) != getattr(config, k)]
+    if differing:
+        raise WeightsError(f"{path}: made with another configuration: {', '.join(differing)}")
+    return state
+
+
+# --- the run -------------------------------------------------------------------------------
+
+def _batches(paths: list[Path], config: TrainConfig, start: int, ranks: Ranks, pin: bool) -> Iterator:
+    dataset = data.RandomCrops(paths, config.image_size, config.crop_size, config.seed)
+    loader = DataLoader(
+        dataset,
+        batch_size=config.batch_size,
+        sampler=data.SampleNumbers(start, config.batch_size, ranks.rank, ranks.world),
+        num_workers=config.workers,
+        collate_fn=data.collate,
+        pin_memory=pin,
+        persistent_workers=config.workers > 0,
+        prefetch_factor=4 if config.workers > 0 else None,
+    )
+    return iter(loader)
+
+
+def _autocast(device: torch.device, precision: Precision):
+    if precision == "fp32":
+        return nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+
+
+def _preview(encoder: Encoder, decoder: Decoder, contents: Tensor, styles: Tensor, path: Path) -> None:
+    """Rows of content | style | result for fixed pairs."""
+    was_training = decoder.training
+    decoder.eval()
+    with torch.no_grad():
+        outputs = decoder(adain(encoder(contents), feature_stats(encoder(styles))))
+    decoder.train(was_training)
+    tiles = [t.unsqueeze(0) for triple in zip(contents, styles, outputs, strict=True) for t in triple]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    images.save_image(images.contact_sheet(tiles, columns=3), path)
+
+
+def _fixed_pairs(contents: list[Path], styles: list[Path], config: TrainConfig, device: torch.device):
+    def load(paths: list[Path]) -> Tensor:
+        crops = []
+        for path in paths:
+            try:
+                image = data.load_for_training(path, config.crop_size)
+            except AdainError:
+                continue
+            crops.append(images.to_tensor(images.center_crop_square(image)))
+            if len(crops) == 4:
+                break
+        return torch.cat(crops)
+
+    c, s = load(contents), load(styles)
+    count = min(len(c), len(s))
+    return c[:count].to(device), s[:count].to(device)
+
+
+def train(
+    config: TrainConfig,
+    *,
+    resume: str | None = None,
+    stop: threading.Event | None = None,
+    on_step: Callable[[Step], None] | None = None,
+) -> int:
+    """Train until config.iterations or until `stop` is set; returns the last iteration done.
+
+    A checkpoint is written every save_every iterations, at the end, and when stopped.
+    """
+    stop = stop or threading.Event()
+    out = Path(config.out)
+    ranks, device = _start_distributed(config.device)
+    try:
+        return _run(config, out, ranks, device, resume, stop, on_step)
+    finally:
+        if ranks.world > 1:
+            dist.destroy_process_group()
+
+
+def _run(config: TrainConfig, out: Path, ranks: Ranks, device: torch.device, resume: str | None,
+         stop: threading.Event, on_step: Callable[[Step], None] | None) -> int:
+    content_paths = data.find_images(Path(config.content_dir))
+    style_paths = data.find_images(Path(config.style_dir))
+    data.check_usable(content_paths, config.image_size, Path(config.content_dir))
+    data.check_usable(style_paths, config.image_size, Path(config.style_dir))
+
+    encoder = load_encoder(Path(config.vgg)).to(device)
+    encoder_id = encoder_identity(encoder)
+    torch.manual_seed(config.seed)  # the same initial decoder on every rank
+    decoder = Decoder().to(device)
+    optimizer = torch.optim.Adam(decoder.parameters(), lr=config.lr)
+    scaler = torch.amp.GradScaler(device.type) if config.precision == "fp16" else None
+    start, skipped = 0, set()
+    if resume is not None:
+        state = load_checkpoint(resolve_resume(resume, out), config, encoder_id)
+        decoder.load_state_dict(state["decoder"])
+        optimizer.load_state_dict(state["optimizer"])
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["rng"]["torch"])
+        start, skipped = int(state["iteration"]), set(state.get("skipped", []))
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        encoder.to(memory_format=torch.channels_last)
+        decoder.to(memory_format=torch.channels_last)
+    model = torch.nn.parallel.DistributedDataParallel(decoder) if ranks.world > 1 else decoder
+    model.train()
+
+    pin = device.type == "cuda"
+    contents = _batches(content_paths, config, start, ranks, pin)
+    styles = _batches(style_paths, config, start, ranks, pin)
+    if ranks.main:
+        out.mkdir(parents=True, exist_ok=True)
+        preview_pairs = _fixed_pairs(content_paths, style_paths, config, device)
+        metrics = _MetricsLog(out)
+    started = time.perf_counter()
+    iteration = start
+    while iteration < config.iterations:
+        (content, bad_c), (style, bad_s) = next(contents), next(styles)
+        skipped.update(bad_c, bad_s)
+        lr = config.lr / (1.0 + config.lr_decay * iteration)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        content = content.to(device, non_blocking=True)
+        style = style.to(device, non_blocking=True)
+        with _autocast(device, config.precision):
+            loss_c, loss_s = losses(encoder, model, content, style)
+        loss = config.content_weight * loss_c + config.style_weight * loss_s
+        # One all-reduce carries the losses and the stop request, so every rank stops together.
+        shared = torch.stack([loss_c.detach().float(), loss_s.detach().float(),
+                              torch.tensor(float(stop.is_set()), device=device)])
+        if ranks.world > 1:
+            dist.all_reduce(shared)
+            shared[:2] /= ranks.world
+        if not torch.isfinite(shared[:2]).all():
+            raise TrainingError(f"loss became {shared[0].item() + shared[1].item()} at iteration {iteration + 1}; "
+                                f"stopped, last good checkpoint kept in {out}")
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        iteration += 1
+        step = Step(iteration, shared[0].item() * config.content_weight, shared[1].item() * config.style_weight,
+                    lr, time.perf_counter() - started, len(skipped))
+        stopping = shared[2].item() > 0
+        if ranks.main:
+            metrics.write(step)
+            if on_step is not None:
+                on_step(step)
+            if iteration % config.preview_every == 0:
+                _preview(encoder, decoder, *preview_pairs, out / "previews" / f"iter_{iteration:07d}.png")
+            if iteration % config.save_every == 0 or iteration == config.iterations or stopping:
+                save(out, decoder, optimizer, scaler, iteration, config, encoder_id, skipped)
+        if stopping:
+            break
+    return iteration
+
+
+class _MetricsLog:
+    """metrics.jsonl, plus TensorBoard event files when tensorboard happens to be installed."""
+
+    def __init__(self, out: Path) -> None:
+        self.path = out / METRICS_FILE
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:  # tensorboard is optional, not a dependency
+            self.board = None
+        else:
+            self.board = SummaryWriter(str(out / "tensorboard"))
+
+    def write(self, step: Step) -> None:
+        with open(self.path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps({**dataclasses.asdict(step), "loss": step.loss}) + "\n")
+        if self.board is not None:
+            for name in ("loss_content", "loss_style", "lr"):
+                self.board.add_scalar(name, getattr(step, name), step.iteration)
+            self.board.add_scalar("loss", step.loss, step.iteration)
