@@ -130,8 +130,9 @@ def _refuse_collisions(jobs: list[Job]) -> None:
         targets[target] = job
 
 
-def _make_output_dirs(jobs: list[Job]) -> None:
-    for parent in sorted({job.output.parent for job in jobs}):
+def make_parent_dirs(outputs: list[Path]) -> None:
+    """Create the outputs' directories up front: UsageError (nothing done yet) if that fails."""
+    for parent in sorted({output.parent for output in outputs}):
         try:
             parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -192,7 +193,7 @@ def run(
     on_result: Callable[[Result], None] | None = None,
 ) -> list[Result]:
     """Carry out the jobs; failures are reported per job and the rest still run."""
-    _make_output_dirs(jobs)
+    make_parent_dirs([job.output for job in jobs])
     styles = _StyleCache(stylizer, settings)
     record = _Recorder(on_result)
     for content_path, group in _group_by_content(jobs).items():

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from . import color, images, mixing
-from .batch import Settings, Status, check_extension
+from .batch import Settings, Status, check_extension, make_parent_dirs
 from .errors import ImageError, OutputError, UsageError
 from .model import STRIDE, adain
 from .stylizer import Stylizer
@@ -117,34 +117,38 @@ def plan(
 def run(stylizer: Stylizer, job: Plan, settings: Settings,
         on_outcome: Callable[[Outcome], None] | None = None) -> list[Outcome]:
     """Render and write the plan's outputs; existing ones are skipped unless settings.overwrite."""
-    started = time.perf_counter()
-    pending = [out for out in job.outputs if settings.overwrite or not out.exists()]
-    outcomes = [Outcome(out, _frames_of(job, out), "skipped", 0.0) for out in job.outputs if out not in pending]
-    for outcome in outcomes:
-        if on_outcome:
+    outcomes: list[Outcome] = []
+
+    def emit(output: Path, status: Status, started: float, error: str | None = None) -> None:
+        outcome = Outcome(output, _frames_of(job, output), status, time.perf_counter() - started, error)
+        outcomes.append(outcome)
+        if on_outcome is not None:
             on_outcome(outcome)
+
+    pending = [out for out in job.outputs if settings.overwrite or not out.exists()]
+    for out in job.outputs:
+        if out not in pending:
+            emit(out, "skipped", time.perf_counter())
     if not pending:
         return outcomes
-    for parent in {out.parent for out in pending}:
-        try:
-            parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise UsageError(f"{parent}: cannot create output directory ({exc.strerror or exc})") from None
-    wanted = [i for i, frame in enumerate(job.frames) if job.sheet_columns or job.outputs[i] in pending]
+    make_parent_dirs(pending)
+    started = time.perf_counter()
+    wanted = [i for i, out in enumerate(job.outputs) if out in pending] if not job.sheet_columns \
+        else list(range(len(job.frames)))
     try:
         rendered = dict(zip(wanted, _render(stylizer, job, settings, [job.frames[i] for i in wanted]), strict=True))
     except ImageError as exc:
-        failed = [Outcome(out, _frames_of(job, out), "failed", time.perf_counter() - started, str(exc))
-                  for out in pending]
-        for outcome in failed:
-            if on_outcome:
-                on_outcome(outcome)
-        return outcomes + failed
-    for index, out in enumerate(pending):
-        outcome = _write(job, settings, out, rendered, started if index == 0 else time.perf_counter())
-        outcomes.append(outcome)
-        if on_outcome:
-            on_outcome(outcome)
+        for out in pending:
+            emit(out, "failed", started, str(exc))
+        return outcomes
+    for out in pending:
+        try:
+            _write(job, settings, out, rendered)
+        except OutputError as exc:
+            emit(out, "failed", started, str(exc))
+        else:
+            emit(out, "written", started)
+        started = time.perf_counter()  # the shared rendering counts towards the first output
     return outcomes
 
 
@@ -152,17 +156,13 @@ def _frames_of(job: Plan, output: Path) -> tuple[mixing.Frame, ...]:
     return job.frames if job.sheet_columns else (job.frames[job.outputs.index(output)],)
 
 
-def _write(job: Plan, settings: Settings, output: Path, rendered: dict[int, Tensor], started: float) -> Outcome:
+def _write(job: Plan, settings: Settings, output: Path, rendered: dict[int, Tensor]) -> None:
     if job.sheet_columns:
         captions = [f.label for f in job.frames] if job.labels else None
         image = images.contact_sheet([rendered[i] for i in range(len(job.frames))], job.sheet_columns, captions)
     else:
         image = images.to_image(rendered[job.outputs.index(output)])
-    try:
-        images.save_image(image, output, settings.quality)
-    except OutputError as exc:
-        return Outcome(output, _frames_of(job, output), "failed", time.perf_counter() - started, str(exc))
-    return Outcome(output, _frames_of(job, output), "written", time.perf_counter() - started)
+    images.save_image(image, output, settings.quality)
 
 
 @torch.inference_mode()
