@@ -104,6 +104,10 @@ DecoderPath = Annotated[Path | None, typer.Option(
     "--decoder", metavar="PATH", help="Decoder weights (decoder.pth); default: the weights directory.")]
 Device = Annotated[str, typer.Option(
     "--device", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps.")]
+Tile = Annotated[int, typer.Option(
+    "--tile", min=0, metavar="PX",
+    help="Run the network in tiles of PX px (a multiple of 8) to bound memory on huge images; same result. "
+         "0: no tiling.")]
 Offline = Annotated[bool, typer.Option(
     "--offline", help="Never download: fail if weights are missing (also env ADAIN_OFFLINE=1).")]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs (default: skip them).")]
@@ -191,13 +195,17 @@ def _download_progress(quiet: bool) -> Iterator[install.FileProgress | None]:
         yield update
 
 
-def _load_stylizer(vgg: Path | None, decoder: Path | None, device: str, *, offline: bool, quiet: bool) -> Stylizer:
+def _load_stylizer(
+    vgg: Path | None, decoder: Path | None, device: str, *, offline: bool, quiet: bool, tile: int = 0
+) -> Stylizer:
     """The model for a command: the device checked first, missing default weights fetched on first use."""
     target = pick_device(device)
     needed = [name for name, given in ((weights.VGG_FILE, vgg), (weights.DECODER_FILE, decoder)) if given is None]
     with _download_progress(quiet) as progress:
         install.ensure(needed, offline=offline or install.offline_requested(), progress=progress)
-    return Stylizer.from_files(vgg, decoder, target)
+    if tile % 8:
+        raise UsageError(f"--tile must be a multiple of 8, got {tile}")
+    return Stylizer.from_files(vgg, decoder, target, tile=tile or None)
 
 
 @app.command()
@@ -217,6 +225,7 @@ def stylize(
     vgg: VggPath = None,
     decoder: DecoderPath = None,
     device: Device = "auto",
+    tile: Tile = 0,
     offline: Offline = False,
     overwrite: Overwrite = False,
     max_pixels: MaxPixels = images.DEFAULT_MAX_PIXELS,
@@ -229,7 +238,7 @@ def stylize(
         settings = _settings(alpha, content_size, style_size, crop, preserve_color, luminance_only, quality,
                              max_pixels, overwrite)
         jobs = batch.plan(expand(content), expand(style), output, ext)
-        stylizer = _load_stylizer(vgg, decoder, device, offline=offline, quiet=quiet)
+        stylizer = _load_stylizer(vgg, decoder, device, offline=offline, quiet=quiet, tile=tile)
         results = _run_reporting(stylizer, jobs, settings, as_json=as_json, quiet=quiet, debug=debug)
         if len(jobs) > 1 and not (as_json or quiet):
             typer.echo(batch.summary(results))
@@ -277,6 +286,7 @@ def interpolate_command(
     vgg: VggPath = None,
     decoder: DecoderPath = None,
     device: Device = "auto",
+    tile: Tile = 0,
     offline: Offline = False,
     overwrite: Overwrite = False,
     max_pixels: MaxPixels = images.DEFAULT_MAX_PIXELS,
@@ -290,7 +300,7 @@ def interpolate_command(
                              max_pixels, overwrite)
         job = interpolate.plan(content, styles, output, weights=_parse_weights(weights_text), steps=steps,
                                grid=grid, alpha_sweep=alpha_sweep, alpha=alpha, mask=mask, labels=labels, ext=ext)
-        stylizer = _load_stylizer(vgg, decoder, device, offline=offline, quiet=quiet)
+        stylizer = _load_stylizer(vgg, decoder, device, offline=offline, quiet=quiet, tile=tile)
 
         def report(outcome: interpolate.Outcome) -> None:
             if as_json:

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-from . import color, images
+from . import color, images, tiling
 from .device import pick_device
 from .errors import UsageError
 from .model import STRIDE, Decoder, Encoder, FeatureStats, adain, blend, feature_stats
@@ -67,11 +67,17 @@ class Stylizer:
         decoder: Decoder,
         device: torch.device | str | None = None,
         edge_mode: EdgeMode = "pad",
+        tile: int | None = None,
     ) -> None:
+        """`tile` (px, a multiple of 8) runs the encoder and decoder in tiles with the same
+        result (see tiling.py), bounding memory for huge images."""
+        if tile is not None and (tile < STRIDE or tile % STRIDE or edge_mode != "pad"):
+            raise UsageError(f"tile size must be a positive multiple of {STRIDE} (and edges padded), got {tile}")
         self.device = pick_device("auto" if device is None else str(device))
         self.encoder = encoder.to(self.device).eval()
         self.decoder = decoder.to(self.device).eval()
         self.edge_mode = edge_mode
+        self.tile = tile
 
     @classmethod
     def from_files(
@@ -79,20 +85,22 @@ class Stylizer:
         vgg: Path | str | None = None,
         decoder: Path | str | None = None,
         device: torch.device | str = "auto",
+        tile: int | None = None,
     ) -> Stylizer:
         """Load weights in the public AdaIN layout; missing paths come from the weights directory."""
         vgg_path, decoder_path = resolve_paths(
             None if vgg is None else Path(vgg), None if decoder is None else Path(decoder)
         )
         target = pick_device(str(device))  # a bad device fails before the weights are read
-        return cls(load_encoder(vgg_path), load_decoder(decoder_path), target)
+        return cls(load_encoder(vgg_path), load_decoder(decoder_path), target, tile=tile)
 
     @torch.inference_mode()
     def encode_content(self, image: Tensor) -> EncodedContent:
         """Stage 1: relu4_1 features of a content image (1, 3, H, W) in [0, 1]."""
         image = image.to(self.device, torch.float32)
         padded = _pad_to_stride(image) if self.edge_mode == "pad" else image
-        features = self.encoder(padded)  # (1, 512, ceil(H/8), ceil(W/8))
+        encode = (lambda x: tiling.encode_tiled(self.encoder, x, self.tile)) if self.tile else self.encoder
+        features = encode(padded)  # (1, 512, ceil(H/8), ceil(W/8))
         return EncodedContent(image, features, feature_stats(features))
 
     @torch.inference_mode()
@@ -113,7 +121,8 @@ class Stylizer:
         """
         target = blend(target, content.features, check_alpha(alpha))
         height, width = content.size
-        return self.decoder(target)[..., :height, :width]  # (1, 3, H, W)
+        decoded = tiling.decode_tiled(self.decoder, target, self.tile) if self.tile else self.decoder(target)
+        return decoded[..., :height, :width]  # (1, 3, H, W)
 
     @overload
     def stylize(self, content: Image.Image, style: Image.Image | Tensor | FeatureStats,
