@@ -265,3 +265,13 @@ def test_mask_combined_with_weights_is_a_usage_error(files, tmp_path):
 
     with pytest.raises(UsageError, match="does not combine"):
         plan(files["content"], [files["s1"], files["s2"]], tmp_path / "o.png", weights=[1, 1], mask=files["s3"])
+
+
+def test_a_bad_content_fails_with_one_line_or_a_traceback_under_debug(weights_home, files, tmp_path):
+    (tmp_path / "bad.png").write_text("not an image")
+    args = ["interpolate", tmp_path / "bad.png", files["s1"], files["s2"], "-o", tmp_path / "o.png"]
+    result = run(*args)
+    assert result.exit_code == 1 and "bad.png: not an image file" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" in run(*args, "--debug").stderr
+    assert not (tmp_path / "o.png").exists()

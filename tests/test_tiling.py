@@ -38,6 +38,14 @@ def test_tiled_features_and_statistics_equal_untiled(stylizer):
     torch.testing.assert_close(tiled.stats.mean, whole.stats.mean, atol=1e-5, rtol=1e-5)
 
 
+def test_tiled_style_statistics_equal_untiled_for_odd_sizes(stylizer):
+    style = images.to_tensor(synthetic_image(141, 99, seed=7))  # neither side a multiple of 8
+    whole = stylizer.style_stats(style)
+    tiled = Stylizer(stylizer.encoder, stylizer.decoder, "cpu", tile=48).style_stats(style)
+    torch.testing.assert_close(tiled.mean, whole.mean, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(tiled.std, whole.std, atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize("tile", [0, 12, 50])
 def test_tile_sizes_must_be_positive_multiples_of_8(stylizer, tile):
     with pytest.raises(UsageError, match="multiple of 8"):

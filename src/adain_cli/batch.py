@@ -67,6 +67,10 @@ class Result:
     error: str | None = None
     exception: BaseException | None = field(default=None, repr=False, compare=False)
 
+    @property
+    def output(self) -> Path:
+        return self.job.output
+
     def as_dict(self) -> dict[str, object]:
         return {
             "content": str(self.job.content),

@@ -13,7 +13,7 @@ import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, Protocol
 
 import typer
 from rich.console import Console
@@ -130,21 +130,32 @@ def _settings(alpha: float, content_size: int, style_size: int, crop: bool, pres
                           color_mode=color_mode, max_pixels=max_pixels or None, quality=quality, overwrite=overwrite)
 
 
+class _Reported(Protocol):
+    """What stylize's and interpolate's results share for reporting."""
+
+    output: Path
+    status: str
+    seconds: float
+    error: str | None
+    exception: BaseException | None
+
+
 def _reporter(
-    as_json: bool, quiet: bool, debug: bool, echo: Callable[[str], None]
-) -> Callable[[batch.Result], None]:
-    def report(result: batch.Result) -> None:
+    as_json: bool, quiet: bool, debug: bool, echo: Callable[[str], None], record: Callable[[Any], dict]
+) -> Callable[[_Reported], None]:
+    """One line (or one JSON object) per output; failures on stderr, with a traceback under --debug."""
+    def report(result: _Reported) -> None:
         if as_json:
-            typer.echo(json.dumps(result.as_dict()))
+            typer.echo(json.dumps(record(result)))
         if result.status == "failed":
             if debug and result.exception is not None:
                 traceback.print_exception(result.exception)
             _say_error(result.error or "failed")
         elif not (as_json or quiet):
             if result.status == "written":
-                echo(f"wrote {result.job.output} ({result.seconds:.2f} s)")
+                echo(f"wrote {result.output} ({result.seconds:.2f} s)")
             else:
-                echo(f"skipped {result.job.output}: exists (use --overwrite to replace)")
+                echo(f"skipped {result.output}: exists (use --overwrite to replace)")
     return report
 
 
@@ -153,11 +164,14 @@ def _run_reporting(
 ) -> list[batch.Result]:
     """Run the jobs, reporting each result: a progress bar on a terminal, else plain lines or JSON."""
     if len(jobs) < 2 or not sys.stdout.isatty() or as_json or quiet:
-        return batch.run(stylizer, jobs, settings, _reporter(as_json, quiet, debug, typer.echo))
+        return batch.run(stylizer, jobs, settings, _reporter(as_json, quiet, debug, typer.echo, batch.Result.as_dict))
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=Console(), transient=True) as progress:
         task = progress.add_task("stylizing", total=len(jobs))
-        report = _reporter(as_json, quiet, debug, lambda line: progress.console.print(line, markup=False))
+        def echo(line: str) -> None:
+            progress.console.print(line, markup=False)  # file names are not rich markup
+
+        report = _reporter(as_json, quiet, debug, echo, batch.Result.as_dict)
 
         def on_result(result: batch.Result) -> None:
             report(result)
@@ -302,16 +316,7 @@ def interpolate_command(
                                grid=grid, alpha_sweep=alpha_sweep, alpha=alpha, mask=mask, labels=labels, ext=ext)
         stylizer = _load_stylizer(vgg, decoder, device, offline=offline, quiet=quiet, tile=tile)
 
-        def report(outcome: interpolate.Outcome) -> None:
-            if as_json:
-                typer.echo(json.dumps(outcome.as_dict(job)))
-            if outcome.status == "failed":
-                _say_error(outcome.error or "failed")
-            elif not (as_json or quiet):
-                verb = "wrote" if outcome.status == "written" else "skipped"
-                note = f"({outcome.seconds:.2f} s)" if verb == "wrote" else "(exists; use --overwrite to replace)"
-                typer.echo(f"{verb} {outcome.output} {note}")
-
+        report = _reporter(as_json, quiet, debug, typer.echo, lambda outcome: outcome.as_dict(job))
         outcomes = interpolate.run(stylizer, job, settings, report)
     raise typer.Exit(1 if any(o.status == "failed" for o in outcomes) else 0)
 

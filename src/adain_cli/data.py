@@ -9,7 +9,6 @@ workers, and a resumed run continues exactly where it stopped. Files that cannot
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -45,26 +44,13 @@ def _generator(*seeds: int) -> torch.Generator:
 
 
 def load_for_training(path: Path, image_size: int, max_pixels: int | None = images.DEFAULT_MAX_PIXELS) -> Image.Image:
-    """Decode with the shorter side resized to `image_size` (aspect kept). Large JPEGs decode
-    through Pillow's draft mode, at the smallest DCT scale still at least that size."""
-    try:
-        with Image.open(path) as probe:
-            width, height = probe.size
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise ImageError(path, f"not a readable image ({exc})") from exc
-    if max_pixels is not None and width * height > max_pixels:
-        raise ImageError(path, f"{width}x{height} is over the {max_pixels:,}-pixel limit")
-    if min(width, height) < MIN_TRAIN_SIDE:
+    """Decode with the shorter side resized to `image_size` (aspect kept); large JPEGs decode
+    through draft mode. ImageError for anything unusable, tiny images included."""
+    image = images.decode_upright(path, max_pixels, shorter_side=image_size)
+    if min(image.size) < MIN_TRAIN_SIDE:
+        width, height = image.size
         raise ImageError(path, f"{width}x{height} is too small (shorter side under {MIN_TRAIN_SIDE} px)")
-    scale = image_size / min(width, height)
-    with Image.open(path) as image:
-        if image.format == "JPEG" and scale < 1:
-            image.draft("RGB", (math.ceil(width * scale), math.ceil(height * scale)))
-        try:
-            image.load()
-        except (OSError, SyntaxError, ValueError) as exc:
-            raise ImageError(path, f"corrupt or truncated image ({exc})") from exc
-        return images.resize_shorter_side(images.upright_rgb(image), image_size)
+    return images.resize_shorter_side(images.to_rgb(image), image_size)
 
 
 class RandomCrops(Dataset):

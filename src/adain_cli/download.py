@@ -38,6 +38,10 @@ class _Retryable(Exception):
     """A failure worth another attempt (connection trouble, a 5xx, a dropped transfer)."""
 
 
+class _RangeRejected(_Retryable):
+    """The server refused to resume (416): the partial file is no prefix of the resource."""
+
+
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, urllib.error.HTTPError):
         return f"HTTP {exc.code} {exc.reason}"
@@ -80,8 +84,8 @@ def _open(url: str, offset: int, timeout: float) -> http.client.HTTPResponse:
     try:
         return urllib.request.urlopen(request, timeout=timeout)
     except urllib.error.HTTPError as exc:
-        if exc.code == 416 and offset:  # the partial file is no prefix of this resource: start over
-            raise _Retryable() from exc
+        if exc.code == 416 and offset:
+            raise _RangeRejected() from exc
         if exc.code >= 500:
             raise _Retryable() from exc
         raise DownloadError(url, _describe(exc)) from None
@@ -93,9 +97,8 @@ def _fetch_once(url: str, part: Path, timeout: float, progress: Progress | None)
     offset = part.stat().st_size if part.exists() else 0
     try:
         response = _open(url, offset, timeout)
-    except _Retryable as exc:
-        if isinstance(exc.__cause__, urllib.error.HTTPError) and exc.__cause__.code == 416:
-            part.unlink(missing_ok=True)
+    except _RangeRejected:
+        part.unlink(missing_ok=True)  # the next attempt starts from scratch
         raise
     with response:
         resumed = offset and response.status == 206
@@ -106,14 +109,14 @@ def _fetch_once(url: str, part: Path, timeout: float, progress: Progress | None)
         try:
             out = open(part, "ab" if resumed else "wb")  # noqa: SIM115 (closed below; open errors are ours)
         except OSError as exc:
-            raise StorageError(part, f"cannot write ({exc.strerror or exc})") from exc
+            raise StorageError.cannot_write(part, exc) from exc
         with out:
             done = offset
             while chunk := _read(response):
                 try:
                     out.write(chunk)
                 except OSError as exc:
-                    raise StorageError(part, f"cannot write ({exc.strerror or exc})") from exc
+                    raise StorageError.cannot_write(part, exc) from exc
                 done += len(chunk)
                 if progress is not None:
                     progress(done, total)

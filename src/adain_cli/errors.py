@@ -47,6 +47,11 @@ class PathError(AdainError):
         self.path = Path(path)
         self.reason = reason
 
+    @classmethod
+    def cannot_write(cls, path: Path | str, exc: OSError) -> PathError:
+        """The error for a failed write: the OS's reason without the path repeated."""
+        return cls(path, f"cannot write ({exc.strerror or exc})")
+
 
 class ImageError(PathError):
     """One input image cannot be used; a batch carries on with the others."""

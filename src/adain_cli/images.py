@@ -6,6 +6,7 @@ This is the only module that knows the pixel convention: tensors are float32 RGB
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -60,11 +61,17 @@ def load_image(path: Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image
 
     `max_pixels` guards against decompression bombs; None allows any size.
     """
-    return _to_rgb(decode_upright(path, max_pixels))
+    return to_rgb(decode_upright(path, max_pixels))
 
 
-def decode_upright(path: Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """Decode an image file in its own mode, EXIF orientation applied; ImageError saying why not."""
+def decode_upright(
+    path: Path, max_pixels: int | None = DEFAULT_MAX_PIXELS, shorter_side: int | None = None
+) -> Image.Image:
+    """Decode an image file in its own mode, EXIF orientation applied; ImageError saying why not.
+
+    `shorter_side` lets a large JPEG decode at a reduced DCT scale (Pillow's draft mode),
+    the smallest one that keeps its shorter side at least that long: much faster.
+    """
     path = Path(path)
     if not path.exists():
         raise ImageError(path, "no such file")
@@ -83,6 +90,9 @@ def decode_upright(path: Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> I
                     f"{width}x{height} is {width * height:,} pixels, over the limit of "
                     f"{max_pixels:,} (possible decompression bomb; raise --max-pixels to allow)",
                 )
+            scale = shorter_side / min(width, height) if shorter_side else 1.0
+            if image.format == "JPEG" and scale < 1:
+                image.draft("RGB", (math.ceil(width * scale), math.ceil(height * scale)))
             image.load()
             return ImageOps.exif_transpose(image)
     except UnidentifiedImageError as exc:
@@ -92,12 +102,7 @@ def decode_upright(path: Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> I
         raise ImageError(path, f"corrupt or truncated image ({exc})") from exc
 
 
-def upright_rgb(image: Image.Image) -> Image.Image:
-    """A decoded image as load_image returns it: EXIF orientation applied, 8-bit RGB."""
-    return _to_rgb(ImageOps.exif_transpose(image))
-
-
-def _to_rgb(image: Image.Image) -> Image.Image:
+def to_rgb(image: Image.Image) -> Image.Image:
     """Any Pillow mode to 8-bit RGB: alpha onto white, 16-bit scaled down, not clipped."""
     if image.mode in _SIXTEEN_BIT_MODES:
         # convert("L") would clip 16-bit values at 255; scale 0..65535 to 0..255 instead.
@@ -198,7 +203,7 @@ def load_mask(
 def to_tensor(image: Image.Image) -> Tensor:
     """Image -> float32 RGB (1, 3, H, W) in [0, 1]; other modes are converted as load_image does."""
     if image.mode != "RGB":
-        image = _to_rgb(image)
+        image = to_rgb(image)
     width, height = image.size
     data = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)
     return data.view(height, width, 3).permute(2, 0, 1).unsqueeze(0).float().div_(255)
@@ -252,4 +257,4 @@ def save_image(image: Image.Image, path: Path, quality: int = DEFAULT_QUALITY) -
         with atomic_write(path) as handle:
             image.save(handle, format=fmt, **options)
     except OSError as exc:
-        raise OutputError(path, f"cannot write ({exc.strerror or exc})") from exc
+        raise OutputError.cannot_write(path, exc) from exc

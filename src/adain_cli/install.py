@@ -100,7 +100,7 @@ def _write_record(folder: Path, record: dict[str, dict[str, object]]) -> None:
         with atomic_write(folder / RECORD_FILE) as handle:
             handle.write(json.dumps(record, indent=2, sort_keys=True).encode("utf-8"))
     except OSError as exc:
-        raise StorageError(folder / RECORD_FILE, f"cannot write ({exc.strerror or exc})") from exc
+        raise StorageError.cannot_write(folder / RECORD_FILE, exc) from exc
 
 
 @contextmanager
@@ -110,7 +110,7 @@ def _exclusive(folder: Path) -> Iterator[None]:
     try:
         handle = open(lock_path, "a+b")  # noqa: SIM115 (held for the whole block)
     except OSError as exc:
-        raise StorageError(lock_path, f"cannot write ({exc.strerror or exc})") from exc
+        raise StorageError.cannot_write(lock_path, exc) from exc
     with handle:
         if sys.platform == "win32":
             import msvcrt
@@ -142,7 +142,7 @@ def _fetch_into(part: Path, spec: WeightSpec, local_dir: Path | None, policy: Re
     try:
         shutil.copyfile(source, part)
     except OSError as exc:
-        raise StorageError(part, f"cannot write ({exc.strerror or exc})") from exc
+        raise StorageError.cannot_write(part, exc) from exc
     if report is not None:
         report(part.stat().st_size, part.stat().st_size)
     return str(source)
@@ -165,7 +165,7 @@ def _install_one(spec: WeightSpec, folder: Path, local_dir: Path | None, policy:
         os.replace(part, final)
     except OSError as exc:
         part.unlink(missing_ok=True)
-        raise StorageError(final, f"cannot write ({exc.strerror or exc})") from exc
+        raise StorageError.cannot_write(final, exc) from exc
     return Installed(spec.name, final, digest, final.stat().st_size, source, "installed")
 
 

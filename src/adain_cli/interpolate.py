@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -42,6 +42,7 @@ class Outcome:
     status: Status
     seconds: float
     error: str | None = None
+    exception: BaseException | None = field(default=None, repr=False, compare=False)
 
     def as_dict(self, plan: Plan) -> dict[str, object]:
         return {
@@ -119,8 +120,9 @@ def run(stylizer: Stylizer, job: Plan, settings: Settings,
     """Render and write the plan's outputs; existing ones are skipped unless settings.overwrite."""
     outcomes: list[Outcome] = []
 
-    def emit(output: Path, status: Status, started: float, error: str | None = None) -> None:
-        outcome = Outcome(output, _frames_of(job, output), status, time.perf_counter() - started, error)
+    def emit(output: Path, status: Status, started: float, exc: BaseException | None = None) -> None:
+        seconds = time.perf_counter() - started
+        outcome = Outcome(output, _frames_of(job, output), status, seconds, None if exc is None else str(exc), exc)
         outcomes.append(outcome)
         if on_outcome is not None:
             on_outcome(outcome)
@@ -139,13 +141,13 @@ def run(stylizer: Stylizer, job: Plan, settings: Settings,
         rendered = dict(zip(wanted, _render(stylizer, job, settings, [job.frames[i] for i in wanted]), strict=True))
     except ImageError as exc:
         for out in pending:
-            emit(out, "failed", started, str(exc))
+            emit(out, "failed", started, exc)
         return outcomes
     for out in pending:
         try:
             _write(job, settings, out, rendered)
         except OutputError as exc:
-            emit(out, "failed", started, str(exc))
+            emit(out, "failed", started, exc)
         else:
             emit(out, "written", started)
         started = time.perf_counter()  # the shared rendering counts towards the first output

@@ -99,14 +99,16 @@ class Stylizer:
         """Stage 1: relu4_1 features of a content image (1, 3, H, W) in [0, 1]."""
         image = image.to(self.device, torch.float32)
         padded = _pad_to_stride(image) if self.edge_mode == "pad" else image
-        encode = (lambda x: tiling.encode_tiled(self.encoder, x, self.tile)) if self.tile else self.encoder
-        features = encode(padded)  # (1, 512, ceil(H/8), ceil(W/8))
+        features = self._encode(padded)  # (1, 512, ceil(H/8), ceil(W/8))
         return EncodedContent(image, features, feature_stats(features))
 
     @torch.inference_mode()
     def style_stats(self, image: Tensor) -> FeatureStats:
         """Stage 2: what a style contributes, the mean and std of its relu4_1 features."""
-        return feature_stats(self.encoder(image.to(self.device, torch.float32)))
+        return feature_stats(self._encode(image.to(self.device, torch.float32)))
+
+    def _encode(self, image: Tensor) -> Tensor:
+        return tiling.encode_tiled(self.encoder, image, self.tile) if self.tile else self.encoder(image)
 
     @torch.inference_mode()
     def render(self, content: EncodedContent, style: FeatureStats, alpha: float = 1.0) -> Tensor:

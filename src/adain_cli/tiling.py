@@ -36,18 +36,26 @@ def _spans(length: int, core: int, halo: int) -> Iterator[tuple[int, int, int, i
         yield start, end, max(start - halo, 0), min(end + halo, length)
 
 
+def _cells(pixels: int) -> int:
+    return -(-pixels // STRIDE)  # the encoder's pools round up (ceil_mode)
+
+
 def encode_tiled(encoder: nn.Module, image: Tensor, tile: int) -> Tensor:
-    """relu4_1 features of `image` (1, 3, H, W), H and W multiples of 8, from tiles of `tile` px."""
+    """relu4_1 features (1, 512, ceil(H/8), ceil(W/8)) of `image` (1, 3, H, W), from tiles of `tile` px.
+
+    Tiles start at multiples of 8, so their pooling grids are the whole image's; only the
+    last tile on each axis may end at an image edge that is not a multiple of 8.
+    """
     if tile % STRIDE:
         raise ValueError(f"tile size must be a multiple of {STRIDE}, got {tile}")
     height, width = image.shape[-2:]
-    features = torch.empty(1, FEATURE_CHANNELS, height // STRIDE, width // STRIDE, device=image.device)
+    features = torch.empty(1, FEATURE_CHANNELS, _cells(height), _cells(width), device=image.device)
     for y0, y1, wy0, wy1 in _spans(height, tile, ENCODER_HALO):
         for x0, x1, wx0, wx1 in _spans(width, tile, ENCODER_HALO):
             window = encoder(image[..., wy0:wy1, wx0:wx1])  # (1, 512, window/8)
             cy, cx = (y0 - wy0) // STRIDE, (x0 - wx0) // STRIDE
-            rows, cols = (y1 - y0) // STRIDE, (x1 - x0) // STRIDE
-            features[..., y0 // STRIDE:y1 // STRIDE, x0 // STRIDE:x1 // STRIDE] = \
+            rows, cols = _cells(y1 - y0), _cells(x1 - x0)
+            features[..., y0 // STRIDE:y0 // STRIDE + rows, x0 // STRIDE:x0 // STRIDE + cols] = \
                 window[..., cy:cy + rows, cx:cx + cols]
     return features
 

@@ -43,11 +43,10 @@ from .atomic import atomic_write
 from .device import pick_device
 from .errors import AdainError, UsageError, WeightsError
 from .model import Decoder, Encoder, adain, feature_stats
-from .weights import load_encoder
+from .weights import DECODER_FILE, load_encoder
 
 Precision = Literal["fp32", "bf16", "fp16"]
 CHECKPOINT_FILE = "checkpoint.pt"
-DECODER_FILE = "decoder.pth"
 METRICS_FILE = "metrics.jsonl"
 
 
