@@ -40,7 +40,7 @@ def test_coral_reencodes_the_recoloured_style_per_pair_but_decodes_it_once(
     monkeypatch.setattr(images, "load_image", lambda path, *a: decoded.append(path) or real_load(path, *a))
     run(stylizer, images_dir, tmp_path / "out", color_mode="coral")
     assert len(encoder_calls) == 3 + 6
-    assert len(decoded) == 3 + 2
+    assert len(decoded) == 3 + 2, [p.name for p in decoded]
 
 
 def test_directory_outputs_are_named_content_stylized_style(stylizer, images_dir, tmp_path):

@@ -55,7 +55,7 @@ def test_the_loss_falls_when_overfitting_a_fixed_batch(weights):
         return loss_c + 10 * loss_s
 
     first = loss().item()
-    for _ in range(25):
+    for _ in range(60):
         optimizer.zero_grad()
         loss().backward()
         optimizer.step()

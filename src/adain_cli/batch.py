@@ -7,8 +7,11 @@ each result through a callback, carrying on past inputs that fail.
 
 from __future__ import annotations
 
+import itertools
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -22,6 +25,13 @@ from .stylizer import EncodedContent, Stylizer, check_alpha
 
 Status = Literal["written", "skipped", "failed"]
 OUTPUT_PATTERN = "{content}_stylized_{style}.{ext}"
+# Pairs per decoder call on CUDA by default: enough to fill a large GPU at 512 px.
+CUDA_BATCH_SIZE = 8
+
+
+def default_batch_size(device: torch.device) -> int:
+    """Batches pay off where one image leaves the device idle (CUDA); a CPU is busy with one."""
+    return CUDA_BATCH_SIZE if device.type == "cuda" else 1
 
 
 @dataclass(frozen=True)
@@ -36,9 +46,12 @@ class Settings:
     max_pixels: int | None = images.DEFAULT_MAX_PIXELS
     quality: int = images.DEFAULT_QUALITY
     overwrite: bool = False
+    batch_size: int = 1
 
     def __post_init__(self) -> None:
         check_alpha(self.alpha)
+        if self.batch_size < 1:
+            raise UsageError(f"batch-size must be at least 1, got {self.batch_size}")
         for name in ("content_size", "style_size"):
             size = getattr(self, name)
             if size != 0 and not size >= images.MIN_SIDE:
@@ -144,19 +157,28 @@ def make_parent_dirs(outputs: list[Path]) -> None:
 
 
 class _StyleCache:
-    """Each style decoded once and, unless coral recolours it per content, encoded once."""
+    """Each style decoded once (ahead, on a worker thread) and, unless coral recolours it per
+    content, encoded once."""
 
-    def __init__(self, stylizer: Stylizer, settings: Settings) -> None:
+    def __init__(self, stylizer: Stylizer, settings: Settings, pool: ThreadPoolExecutor) -> None:
         self._stylizer = stylizer
         self._settings = settings
+        self._loads: dict[Path, Future[torch.Tensor]] = {}
+        self._pool = pool
         self._entries: dict[Path, torch.Tensor | FeatureStats | ImageError] = {}
+
+    def prefetch(self, paths: list[Path]) -> None:
+        s = self._settings
+        for path in paths:
+            if path not in self._loads and path not in self._entries:
+                self._loads[path] = self._pool.submit(images.load_tensor, path, s.style_size, s.crop, s.max_pixels)
 
     def _entry(self, path: Path) -> torch.Tensor | FeatureStats:
         if path not in self._entries:
-            s = self._settings
+            self.prefetch([path])
             try:
-                image = images.load_tensor(path, s.style_size, s.crop, s.max_pixels)
-                recolours_per_content = s.color_mode == "coral"
+                image = self._loads.pop(path).result()
+                recolours_per_content = self._settings.color_mode == "coral"
                 self._entries[path] = image if recolours_per_content else self._stylizer.style_stats(image)
             except ImageError as exc:
                 self._entries[path] = exc
@@ -190,16 +212,68 @@ class _Recorder:
             self._on_result(result)
 
 
+class _Writer:
+    """Saves outputs on a worker thread while the next ones compute; results reach the
+    recorder in job order, failures included."""
+
+    # Outputs waiting to be saved at most: bounds the memory held by finished images.
+    MAX_PENDING = 4
+
+    def __init__(self, pool: ThreadPoolExecutor, settings: Settings, record: _Recorder) -> None:
+        self._pool = pool
+        self._settings = settings
+        self._record = record
+        self._pending: deque[tuple[Job, Future[None] | BaseException]] = deque()
+
+    def save(self, job: Job, image: torch.Tensor) -> None:
+        image = image.detach().to("cpu", non_blocking=False)
+        self._pending.append((job, self._pool.submit(_save, image, job.output, self._settings.quality)))
+        self._drain(block=len(self._pending) > self.MAX_PENDING)
+
+    def fail(self, job: Job, exc: BaseException) -> None:
+        self._pending.append((job, exc))
+        self._drain(block=False)
+
+    def _drain(self, block: bool) -> None:
+        while self._pending:
+            job, outcome = self._pending[0]
+            if isinstance(outcome, Future):
+                if not (block or outcome.done()):
+                    return
+                try:
+                    outcome.result()
+                except OutputError as exc:
+                    outcome = exc
+            self._pending.popleft()
+            block = False
+            if isinstance(outcome, BaseException):
+                self._record(job, "failed", outcome)
+            else:
+                self._record(job, "written")
+
+    def finish(self) -> None:
+        while self._pending:
+            self._drain(block=True)
+
+
+def _save(image: torch.Tensor, path: Path, quality: int) -> None:
+    images.save_image(images.to_image(image), path, quality)
+
+
 def run(
     stylizer: Stylizer,
     jobs: list[Job],
     settings: Settings,
     on_result: Callable[[Result], None] | None = None,
 ) -> list[Result]:
-    """Carry out the jobs; failures are reported per job and the rest still run."""
+    """Carry out the jobs; failures are reported per job and the rest still run.
+
+    Images are decoded ahead and saved behind on worker threads while the model computes;
+    contents of one size are encoded, and pairs decoded, `settings.batch_size` at a time.
+    """
     make_parent_dirs([job.output for job in jobs])
-    styles = _StyleCache(stylizer, settings)
     record = _Recorder(on_result)
+    work: list[tuple[Path, list[Job]]] = []
     for content_path, group in _group_by_content(jobs).items():
         pending = []
         for job in group:
@@ -208,35 +282,92 @@ def run(
             else:
                 pending.append(job)
         if pending:
-            _run_content(stylizer, content_path, pending, styles, settings, record)
+            work.append((content_path, pending))
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="adain-io") as pool:
+        styles = _StyleCache(stylizer, settings, pool)
+        styles.prefetch(list(dict.fromkeys(job.style for _, todo in work for job in todo)))
+        writer = _Writer(pool, settings, record)
+        try:
+            for batch in _same_size_batches(_loaded(pool, work, settings), settings.batch_size):
+                _run_contents(stylizer, batch, styles, settings, writer)
+        finally:
+            writer.finish()
     return record.results
 
 
-def _run_content(
-    stylizer: Stylizer,
-    path: Path,
-    jobs: list[Job],
-    styles: _StyleCache,
-    settings: Settings,
-    record: _Recorder,
-) -> None:
-    """One content, encoded once, in each of its styles."""
-    try:
-        image = images.load_tensor(path, settings.content_size, settings.crop, settings.max_pixels)
-        encoded = stylizer.encode_content(image)
-    except ImageError as exc:
-        for job in jobs:
-            record(job, "failed", exc)
-        return
-    for job in jobs:
+_Loaded = tuple[list[Job], "torch.Tensor | ImageError"]
+
+
+def _loaded(pool: ThreadPoolExecutor, work: list[tuple[Path, list[Job]]], settings: Settings) -> Iterator[_Loaded]:
+    """Each content's jobs with its decoded image (or why not), decoding the next ones ahead."""
+    s = settings
+
+    def load(path: Path) -> Future[torch.Tensor]:
+        return pool.submit(images.load_tensor, path, s.content_size, s.crop, s.max_pixels)
+
+    upcoming = iter(work)
+    ahead = deque((todo, load(path)) for path, todo in itertools.islice(upcoming, max(s.batch_size, 2)))
+    while ahead:
+        todo, future = ahead.popleft()
+        for path, next_todo in itertools.islice(upcoming, 1):
+            ahead.append((next_todo, load(path)))
         try:
-            _render_one(stylizer, encoded, styles.stats_for(job.style, encoded), job, settings)
-        except (ImageError, OutputError) as exc:
-            record(job, "failed", exc)
-        except torch.OutOfMemoryError:
-            record(job, "failed", ImageError(job.content, "out of memory (try a smaller --content-size)"))
-        else:
-            record(job, "written")
+            yield todo, future.result()
+        except ImageError as exc:
+            yield todo, exc
+
+
+def _same_size_batches(loaded: Iterator[_Loaded], size: int) -> Iterator[list[_Loaded]]:
+    """Consecutive contents of one size, up to `size` at a time; a failed load travels alone."""
+    batch: list[_Loaded] = []
+    for item in loaded:
+        image = item[1]
+        fits = isinstance(image, torch.Tensor) and batch and isinstance(batch[0][1], torch.Tensor) \
+            and batch[0][1].shape == image.shape and len(batch) < size
+        if batch and not fits:
+            yield batch
+            batch = []
+        batch.append(item)
+    if batch:
+        yield batch
+
+
+def _run_contents(
+    stylizer: Stylizer, batch: list[_Loaded], styles: _StyleCache, settings: Settings, writer: _Writer
+) -> None:
+    """Contents of one size, encoded together, each in each of its styles, decoded in batches."""
+    first = batch[0][1]
+    if isinstance(first, ImageError):
+        for job in batch[0][0]:
+            writer.fail(job, first)
+        return
+    encoded = stylizer.encode_contents(torch.cat([image for _, image in batch]))
+    pairs = [(content, job) for content, (todo, _) in zip(encoded, batch, strict=True) for job in todo]
+    for start in range(0, len(pairs), settings.batch_size):
+        ready = []
+        for content, job in pairs[start:start + settings.batch_size]:
+            try:
+                ready.append((content, styles.stats_for(job.style, content), job))
+            except ImageError as exc:
+                writer.fail(job, exc)
+        if ready:
+            _render(stylizer, ready, settings, writer)
+
+
+def _render(stylizer: Stylizer, ready: list[tuple[EncodedContent, FeatureStats, Job]], settings: Settings,
+            writer: _Writer) -> None:
+    contents, stats, jobs = zip(*ready, strict=True)
+    try:
+        with torch.inference_mode():
+            outs = stylizer.render_batch(list(contents), list(stats), settings.alpha)
+    except torch.OutOfMemoryError:
+        for job in jobs:
+            writer.fail(job, ImageError(job.content, "out of memory (try a smaller --content-size or --max-memory)"))
+        return
+    for i, (content, job) in enumerate(zip(contents, jobs, strict=True)):
+        with torch.inference_mode():
+            out = color.finish(outs[i:i + 1], content.image, settings.color_mode)
+        writer.save(job, out)
 
 
 def _group_by_content(jobs: list[Job]) -> dict[Path, list[Job]]:
@@ -244,15 +375,6 @@ def _group_by_content(jobs: list[Job]) -> dict[Path, list[Job]]:
     for job in jobs:
         groups.setdefault(job.content, []).append(job)
     return groups
-
-
-def _render_one(
-    stylizer: Stylizer, content: EncodedContent, style: FeatureStats, job: Job, settings: Settings
-) -> None:
-    with torch.inference_mode():
-        out = stylizer.render(content, style, settings.alpha)
-        out = color.finish(out, content.image, settings.color_mode)
-    images.save_image(images.to_image(out), job.output, settings.quality)
 
 
 def exit_code(results: list[Result]) -> int:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 
-from .errors import DeviceError
+from .errors import DeviceError, UsageError
 
 
 def explain_auto_device() -> tuple[torch.device, str]:
@@ -40,3 +42,26 @@ def pick_device(name: str = "auto") -> torch.device:
     elif device.type != "cpu":
         raise DeviceError(f"unsupported device {name!r} (use auto, cpu, cuda, cuda:N or mps)")
     return device
+
+
+Precision = Literal["fp32", "bf16", "fp16"]
+PRECISIONS: tuple[Precision, ...] = ("fp32", "bf16", "fp16")
+_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def cpu_has_fast_bf16() -> bool:
+    """Whether oneDNN runs bf16 convolutions natively here (AVX-512 BF16 / AMX class CPUs)."""
+    return torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def compute_dtype(precision: str, device: torch.device) -> torch.dtype:
+    """The dtype the networks run in for `precision` on `device`; UsageError where it cannot."""
+    if precision not in _DTYPES:
+        raise UsageError(f"unknown precision {precision!r} (use {', '.join(PRECISIONS)})")
+    if precision == "fp16" and device.type == "cpu":
+        raise UsageError("fp16 is for GPUs; on a CPU use --precision bf16 (where supported) or fp32")
+    if precision == "bf16" and device.type == "cpu" and not cpu_has_fast_bf16():
+        raise UsageError("this CPU has no fast bf16 support (AVX-512 BF16 or AMX); use --precision fp32")
+    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise UsageError(f"{torch.cuda.get_device_name(device)} does not support bf16; use --precision fp16")
+    return _DTYPES[precision]

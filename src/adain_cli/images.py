@@ -202,19 +202,28 @@ def load_mask(
 
 def to_tensor(image: Image.Image) -> Tensor:
     """Image -> float32 RGB (1, 3, H, W) in [0, 1]; other modes are converted as load_image does."""
+    import numpy  # torchvision's dependency; imported here, where it is needed
+
     if image.mode != "RGB":
         image = to_rgb(image)
-    width, height = image.size
-    data = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)
-    return data.view(height, width, 3).permute(2, 0, 1).unsqueeze(0).float().div_(255)
+    hwc = torch.from_numpy(numpy.array(image))  # a writable copy of the pixels, shared with the tensor
+    return hwc.permute(2, 0, 1).unsqueeze(0).float().div_(255)
+
+
+# Rows converted to 8 bits at a time: bounds to_image's float temporaries on huge images.
+_ROWS_PER_CHUNK = 256
 
 
 def to_image(tensor: Tensor) -> Image.Image:
     """(1, 3, H, W) or (3, H, W) float in [0, 1] -> 8-bit RGB image, clamped and rounded."""
     chw = tensor.detach().squeeze(0) if tensor.dim() == 4 else tensor.detach()
-    hwc = chw.float().mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).contiguous().cpu()
+    height, width = chw.shape[-2:]
+    hwc = torch.empty(height, width, 3, dtype=torch.uint8)
+    for top in range(0, height, _ROWS_PER_CHUNK):
+        rows = chw[:, top:top + _ROWS_PER_CHUNK].float().mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8)
+        hwc[top:top + _ROWS_PER_CHUNK] = rows.permute(1, 2, 0).cpu()
     # Through NumPy (torchvision's dependency): bytes(storage) copies byte by byte, ~1000x slower.
-    return Image.frombytes("RGB", (hwc.shape[1], hwc.shape[0]), hwc.numpy().tobytes())
+    return Image.fromarray(hwc.numpy())
 
 
 def contact_sheet(tiles: list[Tensor], columns: int, labels: list[str] | None = None) -> Image.Image:

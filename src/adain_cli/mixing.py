@@ -145,8 +145,8 @@ def regional_adain(features: Tensor, fractions: Tensor, styles: Sequence[Feature
     if not kept:
         raise UsageError("the mask leaves no region large enough to stylize")
     coverage = fractions[kept].sum(dim=0).clamp_min(1e-12)
-    target = torch.zeros_like(features)
+    target = torch.zeros_like(features, dtype=torch.float32)  # accumulate in fp32 whatever the features' dtype
     for region in kept:
         aligned = adain(features, styles[region], masked_stats(features, member == region))
-        target += (fractions[region] / coverage).to(features) * aligned
+        target += (fractions[region] / coverage).to(target) * aligned
     return target

@@ -15,10 +15,10 @@ encoder and in feature cells for the decoder.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from .model import FEATURE_CHANNELS, STRIDE
 
@@ -40,34 +40,43 @@ def _cells(pixels: int) -> int:
     return -(-pixels // STRIDE)  # the encoder's pools round up (ceil_mode)
 
 
-def encode_tiled(encoder: nn.Module, image: Tensor, tile: int) -> Tensor:
+def encode_tiled(encode: Callable[[Tensor], Tensor], image: Tensor, tile: int) -> Tensor:
     """relu4_1 features (1, 512, ceil(H/8), ceil(W/8)) of `image` (1, 3, H, W), from tiles of `tile` px.
 
+    `encode` is the encoder, with whatever cast it needs; the features keep its output dtype.
     Tiles start at multiples of 8, so their pooling grids are the whole image's; only the
     last tile on each axis may end at an image edge that is not a multiple of 8.
     """
     if tile % STRIDE:
         raise ValueError(f"tile size must be a multiple of {STRIDE}, got {tile}")
     height, width = image.shape[-2:]
-    features = torch.empty(1, FEATURE_CHANNELS, _cells(height), _cells(width), device=image.device)
+    features: Tensor | None = None
     for y0, y1, wy0, wy1 in _spans(height, tile, ENCODER_HALO):
         for x0, x1, wx0, wx1 in _spans(width, tile, ENCODER_HALO):
-            window = encoder(image[..., wy0:wy1, wx0:wx1])  # (1, 512, window/8)
+            window = encode(image[..., wy0:wy1, wx0:wx1])  # (1, 512, window/8)
+            if features is None:
+                features = torch.empty(1, FEATURE_CHANNELS, _cells(height), _cells(width),
+                                       dtype=window.dtype, device=window.device)
             cy, cx = (y0 - wy0) // STRIDE, (x0 - wx0) // STRIDE
             rows, cols = _cells(y1 - y0), _cells(x1 - x0)
             features[..., y0 // STRIDE:y0 // STRIDE + rows, x0 // STRIDE:x0 // STRIDE + cols] = \
                 window[..., cy:cy + rows, cx:cx + cols]
+    assert features is not None
     return features
 
 
-def decode_tiled(decoder: nn.Module, features: Tensor, tile: int) -> Tensor:
-    """The decoder's image (1, 3, 8h, 8w) of `features` (1, C, h, w), from tiles of `tile` px."""
+def decode_tiled(decode: Callable[[Tensor], Tensor], features: Tensor, tile: int) -> Tensor:
+    """The image (1, 3, 8h, 8w), float32, that `decode` makes of `features` (1, C, h, w), from tiles.
+
+    `decode` may do more than the decoder (AdaIN on each window, say): it sees each
+    window of features with its halo, so anything position-wise is tiled for free.
+    """
     cells = max(tile // STRIDE, 1)
     height, width = features.shape[-2:]
     out = torch.empty(1, 3, height * STRIDE, width * STRIDE, device=features.device)
     for y0, y1, wy0, wy1 in _spans(height, cells, DECODER_HALO):
         for x0, x1, wx0, wx1 in _spans(width, cells, DECODER_HALO):
-            window = decoder(features[..., wy0:wy1, wx0:wx1])
+            window = decode(features[..., wy0:wy1, wx0:wx1])
             cy, cx = (y0 - wy0) * STRIDE, (x0 - wx0) * STRIDE
             rows, cols = (y1 - y0) * STRIDE, (x1 - x0) * STRIDE
             out[..., y0 * STRIDE:y1 * STRIDE, x0 * STRIDE:x1 * STRIDE] = window[..., cy:cy + rows, cx:cx + cols]

@@ -1,0 +1,131 @@
+"""Memory budgets: how much a run may use, and the tile size that keeps a pass inside it.
+
+A budget covers the whole process (CPU) or everything torch holds on the device (CUDA,
+MPS). What is already in use (torch itself, the weights) and the buffers that grow with
+the image whatever the tiling (the image, its relu4_1 features, the output) come off
+first; the rest is what one network pass may take. Working memory per pixel of a pass
+was measured (BENCHMARKS.md, "Memory model"); the estimates err on the large side.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import resource
+import sys
+
+import torch
+
+from .errors import UsageError
+
+# Working memory of one encoder or decoder pass, bytes per input pixel, per byte of the
+# compute dtype: the widest stage (64 channels at full resolution) holds about three
+# 64-channel maps at once, plus allocator slack.
+PASS_BYTES_PER_PIXEL_PER_ELEMENT_BYTE = 400
+# Buffers still to come once a pass starts, bytes per pixel: the float32 image out (12)
+# and the 8-bit copies made to save it (3 x 3), with some slack...
+IMAGE_BYTES_PER_PIXEL = 24
+# ...plus the relu4_1 features, 512 channels per 64 pixels, in the compute dtype.
+FEATURE_ELEMENTS_PER_PIXEL = 8
+# Encoder halo on each side (tiling.ENCODER_HALO) that a tile's window adds.
+_HALO = 40
+# Tiles smaller than this spend most of their work on halos; never go below it.
+MIN_TILE = 64
+# Share of the memory available at start-up that the default budget takes.
+DEFAULT_SHARE = 0.5
+
+_UNITS = {"": 1, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12, "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
+
+
+def parse_size(text: str) -> int:
+    """'1.5G', '800M', '2GiB', '1073741824' -> bytes (decimal units; 'Ki', 'Mi', 'Gi' binary)."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]i?)?b?\s*", text.lower())
+    if not match:
+        raise UsageError(f"memory size {text!r} is not a size like 1.5G, 800M or 2GiB")
+    value = float(match.group(1)) * _UNITS[match.group(2) or ""]
+    if value < 1:
+        raise UsageError(f"memory size {text!r} must be positive")
+    return int(value)
+
+
+def format_size(size: float) -> str:
+    return f"{size / 1e9:.2f} GB" if size >= 1e9 else f"{size / 1e6:.0f} MB"
+
+
+def _meminfo_available() -> int | None:
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _physical() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def process_rss() -> int:
+    """This process's resident memory now (Linux), else its peak so far."""
+    try:
+        with open("/proc/self/statm") as handle:
+            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, KiB elsewhere
+
+
+def in_use(device: torch.device) -> int:
+    """Memory this process holds where `device` computes."""
+    if device.type == "cuda":
+        return torch.cuda.memory_allocated(device)
+    if device.type == "mps":
+        return torch.mps.current_allocated_memory()
+    return process_rss()
+
+
+def available(device: torch.device) -> int:
+    """Memory still free for this process where `device` computes (a cautious guess if unknown)."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    if device.type == "mps":
+        return max(torch.mps.recommended_max_memory() - torch.mps.current_allocated_memory(), 0)
+    known = _meminfo_available()
+    if known is None:  # macOS and others: half the physical memory, or 4 GB if even that is unknown
+        physical = _physical()
+        known = physical // 2 if physical else 4 * 10**9
+    return known
+
+
+def default_budget(device: torch.device) -> int:
+    """What `--max-memory auto` means: what is in use plus half of what is free."""
+    return in_use(device) + int(DEFAULT_SHARE * available(device))
+
+
+def pass_bytes(pixels: int, element_size: int) -> int:
+    """Estimated working memory of one encoder or decoder pass over `pixels` input pixels."""
+    return pixels * element_size * PASS_BYTES_PER_PIXEL_PER_ELEMENT_BYTE
+
+
+def image_bytes(pixels: int, element_size: int) -> int:
+    """Estimated memory of the buffers that grow with the image whatever the tiling; `element_size`
+    0 leaves out the features (already made when decoding)."""
+    return pixels * (IMAGE_BYTES_PER_PIXEL + FEATURE_ELEMENTS_PER_PIXEL * element_size)
+
+
+def tile_for(height: int, width: int, batch: int, element_size: int, room: int) -> int | None:
+    """None when a pass over the whole batch fits in `room` bytes, else the tile side (px) to use.
+
+    The tile is the largest multiple of 64 whose window (tile plus halos) fits; at least
+    MIN_TILE even when nothing fits, since tiling is then the best that can be done.
+    """
+    if pass_bytes(batch * height * width, element_size) <= room:
+        return None
+    side = int((max(room, 0) / (element_size * PASS_BYTES_PER_PIXEL_PER_ELEMENT_BYTE)) ** 0.5) - 2 * _HALO
+    return max(side // MIN_TILE * MIN_TILE, MIN_TILE)
