@@ -112,13 +112,13 @@ def make_inputs(scenario: Scenario, folder: Path) -> tuple[list[Path], list[Path
 
 
 def measure(command: list[str]) -> tuple[float, float]:
-    """(seconds, peak RSS in GB) of one process."""
+    """(seconds, peak RSS in GB, 10^9 bytes) of one process."""
     started = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
     _, status, usage = os.wait4(process.pid, 0)
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"failed: {' '.join(command)}")
-    return time.perf_counter() - started, usage.ru_maxrss / 1024**2
+    return time.perf_counter() - started, usage.ru_maxrss * 1024 / 1e9  # ru_maxrss is in KiB on Linux
 
 
 # The baseline: the reference procedure, in a child process of its own.

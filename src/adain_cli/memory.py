@@ -9,10 +9,13 @@ was measured (BENCHMARKS.md, "Memory model"); the estimates err on the large sid
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import re
 import resource
 import sys
+from functools import cache
 
 import torch
 
@@ -21,7 +24,7 @@ from .errors import UsageError
 # Working memory of one encoder or decoder pass, bytes per input pixel, per byte of the
 # compute dtype: the widest stage (64 channels at full resolution) holds about three
 # 64-channel maps at once, plus allocator slack.
-PASS_BYTES_PER_PIXEL_PER_ELEMENT_BYTE = 400
+PASS_BYTES_PER_PIXEL_PER_ELEMENT_BYTE = 320
 # Buffers still to come once a pass starts, bytes per pixel: the float32 image out (12)
 # and the 8-bit copies made to save it (3 x 3), with some slack...
 IMAGE_BYTES_PER_PIXEL = 24
@@ -78,6 +81,27 @@ def process_rss() -> int:
     except (OSError, ValueError, IndexError):
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         return peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, KiB elsewhere
+
+
+@cache
+def _libc_malloc_trim() -> ctypes._CFuncPtr | None:
+    name = ctypes.util.find_library("c")
+    try:
+        return ctypes.CDLL(name).malloc_trim if name else None
+    except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to trim
+        return None
+
+
+def trim(device: torch.device) -> None:
+    """Hand memory freed by finished passes back to the system.
+
+    glibc keeps freed blocks under its mmap threshold (up to 32 MB) for reuse, and tiles of
+    varying sizes fragment them: without this a tiled 4K run holds ~0.3 GB it no longer uses.
+    """
+    if device.type == "cpu":
+        trim_function = _libc_malloc_trim()
+        if trim_function is not None:
+            trim_function(0)
 
 
 def in_use(device: torch.device) -> int:

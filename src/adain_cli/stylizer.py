@@ -161,7 +161,12 @@ class Stylizer:
     def _encode(self, images: Tensor, tile: int | None, batch: slice) -> Tensor:
         if tile is None:
             return self._encoder_fn(self._cast(images))
-        return tiling.encode_tiled(lambda window: self._encoder_fn(self._cast(window)), images, tile)
+        return tiling.encode_tiled(lambda window: self._trimmed(self._encoder_fn(self._cast(window))), images, tile)
+
+    def _trimmed(self, result: Tensor) -> Tensor:
+        # Between tiles: the previous window's buffers are free now; give them back (memory.trim).
+        memory.trim(self.device)
+        return result
 
     @torch.inference_mode()
     def render(self, content: EncodedContent, style: FeatureStats, alpha: float = 1.0) -> Tensor:
@@ -203,7 +208,9 @@ class Stylizer:
             def window_image(window: Tensor) -> Tensor:
                 return self._decoder_fn(prepare(window, batch).to(memory_format=self._layout)).float()
 
-            return window_image(items) if tile is None else tiling.decode_tiled(window_image, items, tile)
+            if tile is None:
+                return window_image(items)
+            return tiling.decode_tiled(lambda window: self._trimmed(window_image(window)), items, tile)
 
         tiles = [c.tile for c in contents if c.tile is not None]
         tile = min(tiles) if tiles else None
