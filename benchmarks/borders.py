@@ -28,24 +28,18 @@ import time
 from pathlib import Path
 
 import torch
+from common import SHARED, he_initialised
 
 from adain_cli import Stylizer, images
-from adain_cli.model import Decoder, Encoder, build_vgg
+from adain_cli.model import Decoder, Encoder
 from adain_cli.weights import load_decoder, load_encoder, resolve_paths
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "images"
 MARGIN = 32
 BAND = 8
 
 
 def random_models(seed: int = 0) -> tuple[Encoder, Decoder]:
-    """He-initialised networks in the public layout, for machines with no real weights."""
-    torch.manual_seed(seed)
-    vgg, decoder = build_vgg(), Decoder()
-    for module in [*vgg.modules(), *decoder.modules()]:
-        if isinstance(module, torch.nn.Conv2d):
-            torch.nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
-            torch.nn.init.zeros_(module.bias)
+    vgg, decoder = he_initialised(seed)
     return Encoder(vgg), decoder
 
 

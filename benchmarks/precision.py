@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import torch
-from scenarios import SHARED, random_weights
+from common import SHARED, random_weights
 
 from adain_cli import images
 from adain_cli.device import auto_device, compute_dtype

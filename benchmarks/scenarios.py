@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,13 +30,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from common import SHARED, measure, random_weights
 
 from adain_cli import images
 from adain_cli.device import cpu_has_fast_bf16
-from adain_cli.model import Decoder, adain, build_vgg, feature_stats
+from adain_cli.model import adain, feature_stats
 from adain_cli.weights import load_decoder, load_encoder, resolve_paths
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "images"
 CONTENT_PHOTOS = ("golden_gate.jpg", "chicago.jpg", "sailboat.jpg", "cornell.jpg")
 STYLE_PAINTINGS = ("la_muse.jpg", "brushstrokes.jpg", "mondrian.jpg", "woman_with_hat_matisse.jpg")
 
@@ -50,7 +49,6 @@ class Scenario:
     content_size: tuple[int, int] | None  # exact (width, height) at original size, or None: photos at `side`
     side: int = 512  # --content-size (0 with an exact size)
     extra: tuple[str, ...] = ()  # extra `adain stylize` options
-    baseline: bool = True  # a baseline run is feasible on this machine
     cuda: bool = False
     modes: tuple[str, ...] = field(default=("baseline", "fp32", "bf16"))
 
@@ -62,7 +60,7 @@ SCENARIOS = {
         Scenario("batch4x4", 4, 4, None),
         Scenario("1080p", 1, 1, (1920, 1080), side=0),
         Scenario("4k", 1, 1, (3840, 2160), side=0, extra=("--max-memory", "1.5G")),
-        Scenario("8k", 1, 1, (7680, 4320), side=0, baseline=False, modes=("bf16",)),
+        Scenario("8k", 1, 1, (7680, 4320), side=0, modes=("bf16",)),  # no baseline: ~30 GB untiled
         Scenario("cuda256", 256, 1, (256, 256), cuda=True, modes=("fp32", "bf16", "fp16")),
         Scenario("cuda512", 128, 1, (512, 512), cuda=True, modes=("fp32", "bf16", "fp16")),
         Scenario("cuda1080", 32, 1, (1920, 1080), cuda=True, modes=("fp32", "bf16", "fp16")),
@@ -73,18 +71,6 @@ SMOKE = {
     "batch4x4": Scenario("batch4x4", 2, 2, None, side=64),
     "1080p": Scenario("1080p", 1, 1, (96, 64), side=0, extra=("--max-memory", "1M")),
 }
-
-
-def random_weights(folder: Path) -> tuple[Path, Path]:
-    torch.manual_seed(0)
-    paths = []
-    for name, module in (("vgg_normalised.pth", build_vgg()), ("decoder.pth", Decoder())):
-        for layer in module.modules():
-            if isinstance(layer, torch.nn.Conv2d):
-                torch.nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
-        torch.save(module.state_dict(), folder / name)
-        paths.append(folder / name)
-    return paths[0], paths[1]
 
 
 def _picture(folder: Path, kind: str, names: tuple[str, ...], index: int, size: tuple[int, int] | None,
@@ -109,16 +95,6 @@ def make_inputs(scenario: Scenario, folder: Path) -> tuple[list[Path], list[Path
                 for i in range(scenario.contents)]
     styles = [_picture(folder, "style", STYLE_PAINTINGS, i, None, side) for i in range(scenario.styles)]
     return contents, styles
-
-
-def measure(command: list[str]) -> tuple[float, float]:
-    """(seconds, peak RSS in GB, 10^9 bytes) of one process."""
-    started = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
-    _, status, usage = os.wait4(process.pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"failed: {' '.join(command)}")
-    return time.perf_counter() - started, usage.ru_maxrss * 1024 / 1e9  # ru_maxrss is in KiB on Linux
 
 
 # The baseline: the reference procedure, in a child process of its own.
@@ -184,8 +160,6 @@ def run_scenario(scenario: Scenario, modes: list[str], scratch: Path, vgg: Path,
         out = folder / f"out_{mode}"
         out.mkdir(exist_ok=True)
         if mode == "baseline":
-            if not scenario.baseline:
-                continue
             command = [sys.executable, __file__, "--baseline-child", str(out), str(scenario.side), str(vgg),
                        str(decoder), *map(str, contents), "--", *map(str, styles)]
         else:

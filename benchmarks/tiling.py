@@ -14,31 +14,16 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+from common import SHARED, measure, random_weights
 
 from adain_cli import images
-from adain_cli.model import Decoder, build_vgg
 from adain_cli.weights import resolve_paths
-
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "images"
-
-
-def random_weights(folder: Path) -> tuple[Path, Path]:
-    torch.manual_seed(0)
-    paths = []
-    for name, module in (("vgg_normalised.pth", build_vgg()), ("decoder.pth", Decoder())):
-        for layer in module.modules():
-            if isinstance(layer, torch.nn.Conv2d):
-                torch.nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
-        torch.save(module.state_dict(), folder / name)
-        paths.append(folder / name)
-    return paths[0], paths[1]
 
 
 def content_at(size: tuple[int, int], folder: Path) -> Path:
@@ -59,16 +44,6 @@ def style_image(folder: Path) -> Path:
     path = folder / "style.png"
     images.to_image(torch.rand(1, 3, 512, 512)).save(path)
     return path
-
-
-def measure(command: list[str]) -> tuple[float, float]:
-    """(seconds, peak RSS in GB) of one process."""
-    started = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
-    _, status, usage = os.wait4(process.pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"failed: {' '.join(command)}")
-    return time.perf_counter() - started, usage.ru_maxrss / 1024**2
 
 
 def main() -> None:

@@ -18,12 +18,11 @@ import time
 from pathlib import Path
 
 import torch
+from common import SHARED, he_initialised
 
 from adain_cli import data, images, training
 from adain_cli.device import pick_device
 from adain_cli.weights import resolve_paths
-
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "images"
 
 
 def folders(scratch: Path) -> tuple[Path, Path]:
@@ -37,14 +36,7 @@ def folders(scratch: Path) -> tuple[Path, Path]:
 
 
 def random_vgg(path: Path) -> Path:
-    from adain_cli.model import build_vgg
-
-    torch.manual_seed(0)
-    vgg = build_vgg()
-    for module in vgg.modules():
-        if isinstance(module, torch.nn.Conv2d):
-            torch.nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
-    torch.save(vgg.state_dict(), path)
+    torch.save(he_initialised()[0].state_dict(), path)
     return path
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from concurrent.futures import Future
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import synthetic_image
 from PIL import Image
 
@@ -147,3 +149,20 @@ def test_settings_refuse_values_that_cannot_work(bad):
 def test_summary_counts_outcomes(stylizer, images_dir, tmp_path):
     results = run(stylizer, images_dir, tmp_path / "out")
     assert batch.summary(results).startswith("6 written, 0 skipped, 0 failed in ")
+
+
+def test_styles_are_decoded_only_a_few_ahead_of_their_use(stylizer, tmp_path):
+    submitted = []
+
+    class RecordingPool:
+        def submit(self, fn, path, *args):
+            submitted.append(path)
+            future = Future()
+            future.set_result(torch.rand(1, 3, 16, 16))
+            return future
+
+    styles = [tmp_path / f"s{i}.png" for i in range(6)]
+    cache = batch._StyleCache(stylizer, batch.Settings(), RecordingPool(), styles + styles)
+    assert submitted == styles[:2]
+    cache.stats_for(styles[0], None)
+    assert submitted == styles[:3]  # one used, one more started: never more than two waiting

@@ -157,27 +157,37 @@ def make_parent_dirs(outputs: list[Path]) -> None:
 
 
 class _StyleCache:
-    """Each style decoded once (ahead, on a worker thread) and, unless coral recolours it per
-    content, encoded once."""
+    """Each style decoded once (a few ahead, on a worker thread, in the order the jobs need
+    them) and, unless coral recolours it per content, encoded once."""
 
-    def __init__(self, stylizer: Stylizer, settings: Settings, pool: ThreadPoolExecutor) -> None:
+    # Styles decoded ahead at most: a folder of thousands must not sit in memory as pixels.
+    AHEAD = 2
+
+    def __init__(self, stylizer: Stylizer, settings: Settings, pool: ThreadPoolExecutor, order: list[Path]) -> None:
         self._stylizer = stylizer
         self._settings = settings
-        self._loads: dict[Path, Future[torch.Tensor]] = {}
         self._pool = pool
+        self._upcoming = deque(dict.fromkeys(order))
+        self._loads: dict[Path, Future[torch.Tensor]] = {}
         self._entries: dict[Path, torch.Tensor | FeatureStats | ImageError] = {}
+        self._top_up()
 
-    def prefetch(self, paths: list[Path]) -> None:
-        s = self._settings
-        for path in paths:
-            if path not in self._loads and path not in self._entries:
-                self._loads[path] = self._pool.submit(images.load_tensor, path, s.style_size, s.crop, s.max_pixels)
+    def _load(self, path: Path) -> None:
+        if path not in self._loads and path not in self._entries:
+            s = self._settings
+            self._loads[path] = self._pool.submit(images.load_tensor, path, s.style_size, s.crop, s.max_pixels)
+
+    def _top_up(self) -> None:
+        while self._upcoming and len(self._loads) < self.AHEAD:
+            self._load(self._upcoming.popleft())
 
     def _entry(self, path: Path) -> torch.Tensor | FeatureStats:
         if path not in self._entries:
-            self.prefetch([path])
+            self._load(path)
+            future = self._loads.pop(path)
+            self._top_up()
             try:
-                image = self._loads.pop(path).result()
+                image = future.result()
                 recolours_per_content = self._settings.color_mode == "coral"
                 self._entries[path] = image if recolours_per_content else self._stylizer.style_stats(image)
             except ImageError as exc:
@@ -284,8 +294,7 @@ def run(
         if pending:
             work.append((content_path, pending))
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="adain-io") as pool:
-        styles = _StyleCache(stylizer, settings, pool)
-        styles.prefetch(list(dict.fromkeys(job.style for _, todo in work for job in todo)))
+        styles = _StyleCache(stylizer, settings, pool, [job.style for _, todo in work for job in todo])
         writer = _Writer(pool, settings, record)
         try:
             for batch in _same_size_batches(_loaded(pool, work, settings), settings.batch_size):
