@@ -13,7 +13,8 @@ Modes:
   no caching, no tiling, no overlap.
 - fp32, bf16: `adain stylize` itself at that precision.
 CUDA scenarios (cuda256, cuda512, cuda1080) measure steady-state throughput in one
-process instead: batches of random images through encode and decode on the GPU.
+process instead: batches of random images through encode and decode on the GPU. Without
+a GPU they are skipped, except that --smoke runs a tiny one on the CPU to check the code.
 
 Content photos and paintings come from ../shared/images when it exists, else noise.
 """
@@ -60,7 +61,7 @@ SCENARIOS = {
         Scenario("batch4x4", 4, 4, None),
         Scenario("1080p", 1, 1, (1920, 1080), side=0),
         Scenario("4k", 1, 1, (3840, 2160), side=0, extra=("--max-memory", "1.5G")),
-        Scenario("8k", 1, 1, (7680, 4320), side=0, modes=("bf16",)),  # no baseline: ~30 GB untiled
+        Scenario("8k", 1, 1, (7680, 4320), side=0, modes=("fp32", "bf16")),  # no baseline: ~30 GB untiled
         Scenario("cuda256", 256, 1, (256, 256), cuda=True, modes=("fp32", "bf16", "fp16")),
         Scenario("cuda512", 128, 1, (512, 512), cuda=True, modes=("fp32", "bf16", "fp16")),
         Scenario("cuda1080", 32, 1, (1920, 1080), cuda=True, modes=("fp32", "bf16", "fp16")),
@@ -70,6 +71,7 @@ SMOKE = {
     "pair512": Scenario("pair512", 1, 1, None, side=64),
     "batch4x4": Scenario("batch4x4", 2, 2, None, side=64),
     "1080p": Scenario("1080p", 1, 1, (96, 64), side=0, extra=("--max-memory", "1M")),
+    "cuda256": Scenario("cuda256", 2, 1, (64, 64), cuda=True, modes=("fp32", "bf16", "fp16")),
 }
 
 
@@ -120,36 +122,46 @@ def baseline(contents: list[Path], styles: list[Path], out: Path, side: int, vgg
                                   out / f"{content_path.stem}_{style_path.stem}.png")
 
 
-def cuda_throughput(scenario: Scenario, precision: str, vgg: Path, decoder: Path) -> float:
+def throughput(scenario: Scenario, precision: str, vgg: Path, decoder: Path, device: str) -> float:
     """Images per second through encode, AdaIN and decode, steady state, in batches of `contents`."""
     from adain_cli.stylizer import Stylizer
 
-    stylizer = Stylizer(load_encoder(vgg), load_decoder(decoder), "cuda", precision=precision)  # type: ignore[arg-type]
+    stylizer = Stylizer(load_encoder(vgg), load_decoder(decoder), device, precision=precision)  # type: ignore[arg-type]
     width, height = scenario.content_size or (512, 512)
-    batch = torch.rand(scenario.contents, 3, height, width, device="cuda")
-    style = stylizer.style_stats(torch.rand(1, 3, 512, 512, device="cuda"))
+    batch = torch.rand(scenario.contents, 3, height, width, device=device)
+    style = stylizer.style_stats(torch.rand(1, 3, min(512, height), min(512, width), device=device))
     styles = [style] * scenario.contents
 
     def once() -> None:
         encoded = stylizer.encode_contents(batch)
         stylizer.render_batch(encoded, styles)
 
-    once()
-    torch.cuda.synchronize()
+    def synchronize() -> None:  # CUDA runs asynchronously: time finished work only
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    once()  # warm-up: cuDNN's algorithm search, allocator growth
+    synchronize()
     rounds, started = 5, time.perf_counter()
     for _ in range(rounds):
         once()
-    torch.cuda.synchronize()
+    synchronize()
     return rounds * scenario.contents / (time.perf_counter() - started)
 
 
-def run_scenario(scenario: Scenario, modes: list[str], scratch: Path, vgg: Path, decoder: Path) -> None:
+def run_scenario(scenario: Scenario, modes: list[str], scratch: Path, vgg: Path, decoder: Path,
+                 smoke: bool = False) -> None:
     if scenario.cuda:
+        # Smoke runs check the throughput code on the CPU when there is no GPU; real runs need one.
+        device = "cuda" if torch.cuda.is_available() else "cpu" if smoke else None
         for mode in [m for m in modes if m in scenario.modes]:
-            if not torch.cuda.is_available():
+            if device is None:
                 print(f"{scenario.name:>9}{mode:>10}   not run: no CUDA device", flush=True)
                 continue
-            rate = cuda_throughput(scenario, mode, vgg, decoder)
+            if device == "cpu" and (mode == "fp16" or (mode == "bf16" and not cpu_has_fast_bf16())):
+                print(f"{scenario.name:>9}{mode:>10}   not run: no {mode} on this CPU", flush=True)
+                continue
+            rate = throughput(scenario, mode, vgg, decoder, device)
             print(f"{scenario.name:>9}{mode:>10}{'':>9}{'':>10}{rate:>10.1f}", flush=True)
         return
     folder = scratch / scenario.name
@@ -199,7 +211,7 @@ def main() -> None:
         print(f"{'scenario':>9}{'mode':>10}{'wall s':>9}{'peak GB':>10}{'images/s':>10}{'vs base':>9}")
         for name in args.scenarios:
             if name in table:
-                run_scenario(table[name], args.modes, scratch, vgg, decoder)
+                run_scenario(table[name], args.modes, scratch, vgg, decoder, args.smoke)
 
 
 if __name__ == "__main__":

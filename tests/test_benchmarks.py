@@ -16,6 +16,8 @@ def test_the_scenario_benchmark_runs_at_smoke_sizes():
     rows = [line.split() for line in done.stdout.splitlines()[2:]]
     assert [(row[0], row[1]) for row in rows] == [
         ("pair512", "baseline"), ("pair512", "fp32"), ("batch4x4", "baseline"), ("batch4x4", "fp32"),
-        ("1080p", "baseline"), ("1080p", "fp32"),
+        ("1080p", "baseline"), ("1080p", "fp32"), ("cuda256", "fp32"),
     ]
-    assert all(float(row[2]) > 0 and float(row[3]) > 0 for row in rows)
+    whole_process, throughput = rows[:-1], rows[-1]
+    assert all(float(row[2]) > 0 and float(row[3]) > 0 for row in whole_process)
+    assert float(throughput[2]) > 0  # images/s of the GPU throughput code, run on whatever is here
