@@ -98,8 +98,7 @@ class Result:
 def check_extension(ext: str) -> str:
     ext = ext.lower().lstrip(".")
     if "." + ext not in images.FORMATS:
-        known = ", ".join(sorted({s.lstrip(".") for s in images.FORMATS}))
-        raise UsageError(f"unknown output extension {ext!r} (use one of {known})")
+        raise UsageError(f"unknown output extension {ext!r} (use one of {images.KNOWN_EXTENSIONS})")
     return ext
 
 

@@ -34,6 +34,7 @@ from .device import compute_dtype, cpu_has_fast_bf16, explain_auto_device, pick_
 from .download import RetryPolicy
 from .errors import EXIT_INTERRUPTED, EXIT_WEIGHTS, AdainError, UsageError
 from .inputs import expand
+from .model import STRIDE
 from .stylizer import Stylizer
 
 app = typer.Typer(
@@ -228,8 +229,8 @@ def _load_stylizer(
     fetched on first use."""
     target = pick_device(device)
     compute_dtype(precision, target)
-    if tile % 8:
-        raise UsageError(f"--tile must be a multiple of 8, got {tile}")
+    if tile % STRIDE:
+        raise UsageError(f"--tile must be a multiple of {STRIDE}, got {tile}")
     budget = None if max_memory == "auto" else memory.parse_size(max_memory)
     needed = [name for name, given in ((weights.VGG_FILE, vgg), (weights.DECODER_FILE, decoder)) if given is None]
     with _download_progress(quiet) as progress:

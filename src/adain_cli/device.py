@@ -46,7 +46,7 @@ def pick_device(name: str = "auto") -> torch.device:
 
 Precision = Literal["fp32", "bf16", "fp16"]
 PRECISIONS: tuple[Precision, ...] = ("fp32", "bf16", "fp16")
-_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def cpu_has_fast_bf16() -> bool:
@@ -56,7 +56,7 @@ def cpu_has_fast_bf16() -> bool:
 
 def compute_dtype(precision: str, device: torch.device) -> torch.dtype:
     """The dtype the networks run in for `precision` on `device`; UsageError where it cannot."""
-    if precision not in _DTYPES:
+    if precision not in DTYPES:
         raise UsageError(f"unknown precision {precision!r} (use {', '.join(PRECISIONS)})")
     if precision == "fp16" and device.type == "cpu":
         raise UsageError("fp16 is for GPUs; on a CPU use --precision bf16 (where supported) or fp32")
@@ -64,4 +64,4 @@ def compute_dtype(precision: str, device: torch.device) -> torch.dtype:
         raise UsageError("this CPU has no fast bf16 support (AVX-512 BF16 or AMX); use --precision fp32")
     if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise UsageError(f"{torch.cuda.get_device_name(device)} does not support bf16; use --precision fp16")
-    return _DTYPES[precision]
+    return DTYPES[precision]

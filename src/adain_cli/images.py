@@ -30,6 +30,8 @@ FORMATS = {
     ".tiff": "TIFF",
 }
 IMAGE_SUFFIXES = frozenset(FORMATS)
+# For error messages: "bmp, jpeg, jpg, png, tif, tiff, webp".
+KNOWN_EXTENSIONS = ", ".join(sorted(s.lstrip(".") for s in FORMATS))
 
 # Smallest side the network takes: relu4_1 must be at least 2x2 for its reflection padding.
 MIN_SIDE = 16
@@ -251,8 +253,7 @@ def format_for(path: Path) -> str:
     try:
         return FORMATS[path.suffix.lower()]
     except KeyError:
-        known = ", ".join(sorted({s.lstrip(".") for s in FORMATS}))
-        raise OutputError(path, f"unknown output extension {path.suffix!r} (use one of {known})") from None
+        raise OutputError(path, f"unknown output extension {path.suffix!r} (use one of {KNOWN_EXTENSIONS})") from None
 
 
 def save_image(image: Image.Image, path: Path, quality: int = DEFAULT_QUALITY) -> None:

@@ -20,6 +20,7 @@ from functools import cache
 import torch
 
 from .errors import UsageError
+from .tiling import ENCODER_HALO
 
 # Working memory of one encoder or decoder pass, bytes per input pixel, per byte of the
 # compute dtype: the widest stage (64 channels at full resolution) holds about three
@@ -30,8 +31,6 @@ PASS_BYTES_PER_PIXEL_PER_ELEMENT_BYTE = 320
 IMAGE_BYTES_PER_PIXEL = 24
 # ...plus the relu4_1 features, 512 channels per 64 pixels, in the compute dtype.
 FEATURE_ELEMENTS_PER_PIXEL = 8
-# Encoder halo on each side (tiling.ENCODER_HALO) that a tile's window adds.
-_HALO = 40
 # Tiles smaller than this spend most of their work on halos; never go below it.
 MIN_TILE = 64
 # Share of the memory available at start-up that the default budget takes.
@@ -151,5 +150,5 @@ def tile_for(height: int, width: int, batch: int, element_size: int, room: int) 
     """
     if pass_bytes(batch * height * width, element_size) <= room:
         return None
-    side = int((max(room, 0) / (element_size * PASS_BYTES_PER_PIXEL_PER_ELEMENT_BYTE)) ** 0.5) - 2 * _HALO
+    side = int((max(room, 0) / (element_size * PASS_BYTES_PER_PIXEL_PER_ELEMENT_BYTE)) ** 0.5) - 2 * ENCODER_HALO
     return max(side // MIN_TILE * MIN_TILE, MIN_TILE)

@@ -233,7 +233,7 @@ class Stylizer:
                 self._release()
         parts = [self._fitted(lambda t, i=i: run(items[i:i + 1], t, slice(i, i + 1)), tile, items.shape[-2:])
                  for i in range(len(items))]
-        return parts[0] if len(parts) == 1 else torch.cat(parts)
+        return _cat(parts)
 
     def _tile_for(self, pixels: tuple[int, int], batch: int, features: bool = False) -> int | None:
         """The tile a pass over `batch` images of `pixels` (h, w) needs to stay in the memory budget,

@@ -30,7 +30,6 @@ from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
 
 import torch
 import torch.distributed as dist
@@ -40,12 +39,11 @@ from torch.utils.data import DataLoader
 
 from . import data, images
 from .atomic import atomic_write
-from .device import pick_device
+from .device import DTYPES, PRECISIONS, Precision, pick_device
 from .errors import AdainError, UsageError, WeightsError
-from .model import Decoder, Encoder, adain, feature_stats
+from .model import STRIDE, Decoder, Encoder, adain, feature_stats
 from .weights import DECODER_FILE, load_encoder
 
-Precision = Literal["fp32", "bf16", "fp16"]
 CHECKPOINT_FILE = "checkpoint.pt"
 METRICS_FILE = "metrics.jsonl"
 
@@ -85,10 +83,10 @@ class TrainConfig:
                 raise UsageError(f"{name.replace('_', '-')} must be at least 1")
         if self.crop_size > self.image_size:
             raise UsageError(f"crop-size {self.crop_size} is larger than image-size {self.image_size}")
-        if self.crop_size % 8:
-            raise UsageError(f"crop-size must be a multiple of 8, got {self.crop_size}")
-        if self.precision not in ("fp32", "bf16", "fp16"):
-            raise UsageError(f"precision must be fp32, bf16 or fp16, got {self.precision!r}")
+        if self.crop_size % STRIDE:
+            raise UsageError(f"crop-size must be a multiple of {STRIDE}, got {self.crop_size}")
+        if self.precision not in PRECISIONS:
+            raise UsageError(f"precision must be {', '.join(PRECISIONS)}, got {self.precision!r}")
 
 
 # What a resumed run must share with its checkpoint: anything that changes the optimisation.
@@ -250,7 +248,7 @@ def _batches(paths: list[Path], config: TrainConfig, start: int, ranks: Ranks, p
 def _autocast(device: torch.device, precision: Precision):
     if precision == "fp32":
         return nullcontext()
-    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+    return torch.autocast(device.type, dtype=DTYPES[precision])
 
 
 def _preview(encoder: Encoder, decoder: Decoder, contents: Tensor, styles: Tensor, path: Path) -> None:
