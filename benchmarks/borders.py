@@ -30,8 +30,8 @@ from pathlib import Path
 import torch
 from common import SHARED, he_initialised
 
-from adain_cli import Stylizer, images
-from adain_cli.model import Decoder, Encoder
+from adain_cli import EncodedContent, Stylizer, images
+from adain_cli.model import Decoder, Encoder, FeatureStats
 from adain_cli.weights import load_decoder, load_encoder, resolve_paths
 
 MARGIN = 32
@@ -70,8 +70,21 @@ def band_masks(height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
     return band, ~band
 
 
+def encoded(stylizer: Stylizer, region: torch.Tensor, stats: FeatureStats, mode: str) -> EncodedContent:
+    """The region encoded with `mode`'s edge handling, with the given content statistics.
+
+    "pad" is what Stylizer does. "crop" runs the region as it is (the encoder's last pooling
+    windows are partial, ceil mode); `render` then crops the decoder's rounded-up output.
+    """
+    if mode == "pad":
+        return dataclasses.replace(stylizer.encode_content(region), stats=stats)
+    with torch.inference_mode():
+        features = stylizer.encoder(region.to(stylizer.device))
+    return EncodedContent(region, features, stats)
+
+
 def compare(models: tuple[Encoder, Decoder], contents, styles) -> dict[str, list[float]]:
-    pad, crop = (Stylizer(*models, device="cpu", edge_mode=mode) for mode in ("pad", "crop"))
+    stylizer = Stylizer(*models, device="cpu")
     scores: dict[str, list[float]] = {"pad band": [], "crop band": [], "pad rest": [], "crop rest": []}
     for name, image in contents:
         full_h, full_w = image.shape[-2:]
@@ -80,17 +93,14 @@ def compare(models: tuple[Encoder, Decoder], contents, styles) -> dict[str, list
         w = (full_w - MARGIN) // 8 * 8 - 5
         region, context = image[..., :h, :w], image[..., : h + MARGIN, : w + MARGIN]
         band, rest = band_masks(h, w)
-        truth_encoded = pad.encode_content(context)
+        truth_encoded = stylizer.encode_content(context)
         # The same content statistics for all three, so only the edge handling differs.
-        encoded = {
-            label: dataclasses.replace(stylizer.encode_content(region), stats=truth_encoded.stats)
-            for label, stylizer in (("pad", pad), ("crop", crop))
-        }
+        regions = {mode: encoded(stylizer, region, truth_encoded.stats, mode) for mode in ("pad", "crop")}
         for style in styles:
-            style_stats = pad.style_stats(style)
-            truth = pad.render(truth_encoded, style_stats)[..., :h, :w]
-            for label, stylizer in (("pad", pad), ("crop", crop)):
-                out = stylizer.render(encoded[label], style_stats)
+            style_stats = stylizer.style_stats(style)
+            truth = stylizer.render(truth_encoded, style_stats)[..., :h, :w]
+            for label, content in regions.items():
+                out = stylizer.render(content, style_stats)
                 scores[f"{label} band"].append(psnr(out[..., band], truth[..., band]))
                 scores[f"{label} rest"].append(psnr(out[..., rest], truth[..., rest]))
         print(f"  {name}: band PSNR pad {scores['pad band'][-1]:.2f} dB, crop {scores['crop band'][-1]:.2f} dB",

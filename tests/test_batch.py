@@ -10,7 +10,7 @@ import torch
 from conftest import synthetic_image
 from PIL import Image
 
-from adain_cli import UsageError, batch, images
+from adain_cli import UsageError, batch, images, jobs
 from adain_cli.inputs import expand
 
 
@@ -22,10 +22,10 @@ def encoder_calls(stylizer):
     handle.remove()
 
 
-def run(stylizer, root: Path, out: Path, **settings) -> list[batch.Result]:
-    jobs = batch.plan(expand(root / "content"), expand(root / "style"), out)
+def run(stylizer, root: Path, out: Path, **settings) -> list[jobs.Outcome]:
+    planned = batch.plan(expand(root / "content"), expand(root / "style"), out)
     settings = {"content_size": 0, "style_size": 0, **settings}  # keep the small test images small
-    return batch.run(stylizer, jobs, batch.Settings(**settings))
+    return batch.run(stylizer, planned, jobs.Settings(**settings))
 
 
 def test_each_content_and_each_style_is_encoded_once_in_a_3x2_batch(stylizer, images_dir, tmp_path, encoder_calls):
@@ -121,7 +121,7 @@ def test_a_broken_content_fails_its_pairs_and_the_rest_are_written(stylizer, ima
     assert [r.job.content.name for r in failed] == ["c1.png", "c1.png"]
     assert all("c1.png: not an image file" in r.error for r in failed)
     assert sum(r.status == "written" for r in results) == 4
-    assert batch.exit_code(results) == 1
+    assert jobs.exit_code(results) == 1
     assert not any("c1_" in p.name for p in (tmp_path / "out").iterdir())
 
 
@@ -143,12 +143,12 @@ def test_results_serialise_for_json(stylizer, images_dir, tmp_path):
                                  {"style_size": -1}, {"quality": 0}, {"color_mode": "sepia"}])
 def test_settings_refuse_values_that_cannot_work(bad):
     with pytest.raises(UsageError):
-        batch.Settings(**bad)
+        jobs.Settings(**bad)
 
 
 def test_summary_counts_outcomes(stylizer, images_dir, tmp_path):
     results = run(stylizer, images_dir, tmp_path / "out")
-    assert batch.summary(results).startswith("6 written, 0 skipped, 0 failed in ")
+    assert jobs.summary(results).startswith("6 written, 0 skipped, 0 failed in ")
 
 
 def test_styles_are_decoded_only_a_few_ahead_of_their_use(stylizer, tmp_path):
@@ -162,7 +162,7 @@ def test_styles_are_decoded_only_a_few_ahead_of_their_use(stylizer, tmp_path):
             return future
 
     styles = [tmp_path / f"s{i}.png" for i in range(6)]
-    cache = batch._StyleCache(stylizer, batch.Settings(), RecordingPool(), styles + styles)
+    cache = batch._StyleCache(stylizer, jobs.Settings(), RecordingPool(), styles + styles)
     assert submitted == styles[:2]
     cache.stats_for(styles[0], None)
     assert submitted == styles[:3]  # one used, one more started: never more than two waiting

@@ -11,7 +11,7 @@ from conftest import synthetic_image
 from PIL import Image, ImageChops
 from typer.testing import CliRunner
 
-from adain_cli import UsageError, adain, feature_stats, images, mixing
+from adain_cli import FeatureStats, UsageError, adain, feature_stats, images, mixing
 from adain_cli.cli import app
 
 SMALL = ["--content-size", "0", "--style-size", "0"]
@@ -112,10 +112,16 @@ def test_grid_corners_equal_the_single_style_results(weights_home, files, tmp_pa
         assert same_pixels(tmp_path / "frames" / f"frame_{i:04d}.png", tmp_path / f"single{i}.png")
 
 
-def test_styles_of_different_sizes_mix(weights_home, files, tmp_path):
-    result = run("interpolate", files["content"], files["s2"], files["s3"], "-o", tmp_path / "o.png", *SMALL)
-    assert result.exit_code == 0, result.stderr
-    assert Image.open(tmp_path / "o.png").size == (56, 40)
+def test_styles_of_different_sizes_mix(stylizer):
+    content = images.to_tensor(synthetic_image(56, 40, seed=1))
+    wide, tall = (images.to_tensor(synthetic_image(*size, seed=seed)) for size, seed in (((64, 32), 2), ((24, 50), 3)))
+    mixed = stylizer.stylize(content, [wide, tall], weights=[0.5, 0.5])
+    a, b = stylizer.style_stats(wide), stylizer.style_stats(tall)
+    halfway = FeatureStats((a.mean + b.mean) / 2, (a.std + b.std) / 2)
+    torch.testing.assert_close(mixed, stylizer.render(stylizer.encode_content(content), halfway))
+    assert mixed.shape[-2:] == (40, 56)
+    for alone in (stylizer.stylize(content, wide), stylizer.stylize(content, tall)):
+        assert (mixed - alone).abs().mean() > 1e-3  # a mix of the two, neither one alone
 
 
 def test_steps_write_a_contact_sheet_with_labels(weights_home, files, tmp_path):
@@ -142,25 +148,45 @@ def test_alpha_sweep_writes_numbered_frames(weights_home, files, tmp_path):
     assert same_pixels(tmp_path / "frames" / "frame_0001.jpg", tmp_path / "a0.jpg")
 
 
-def test_a_binary_mask_gives_each_half_its_style(weights_home, files, tmp_path):
+def assert_regions_styled(stylizer, files, mask_path: Path, styles: list[str], columns: list[slice]) -> None:
+    """The masked AdaIN target, as the command computes it, has in each region (feature columns) the
+    mean and std of that region's style; std only where the content varies (AdaIN keeps a flat channel flat)."""
+    encoded = stylizer.encode_content(images.load_tensor(files["content"], 0, False))
+    stats = [stylizer.style_stats(images.load_tensor(files[s], 0, False)) for s in styles]
+    labels = mixing.load_mask(mask_path, (56, 40), 0, False, len(styles))
+    target = mixing.masked_target(labels, encoded.features, stats)
+    for cols, style in zip(columns, stats, strict=True):
+        region = feature_stats(target[..., cols], eps=0)  # the style's std already holds eps
+        varies = feature_stats(encoded.features[..., cols]).std.flatten() > 0.1  # where eps (1e-5) is negligible
+        torch.testing.assert_close(region.mean, style.mean, atol=1e-3, rtol=1e-3)
+        torch.testing.assert_close(region.std.flatten()[varies], style.std.flatten()[varies], atol=1e-3, rtol=1e-3)
+
+
+def test_a_binary_mask_gives_each_half_its_style(weights_home, stylizer, files, tmp_path):
     mask = Image.new("L", (56, 40), 0)
-    mask.paste(255, (0, 0, 28, 40))
+    mask.paste(255, (0, 0, 32, 40))  # white (style 1) on the left 4 of 7 feature columns
     mask.save(tmp_path / "mask.png")
     result = run("interpolate", files["content"], files["s1"], files["s2"], "--mask", tmp_path / "mask.png",
                  "-o", tmp_path / "masked.png", *SMALL)
     assert result.exit_code == 0, result.stderr
     assert Image.open(tmp_path / "masked.png").size == (56, 40)
+    assert_regions_styled(stylizer, files, tmp_path / "mask.png", ["s1", "s2"], [slice(0, 4), slice(4, 7)])
 
 
-def test_a_palette_mask_has_one_region_per_style(weights_home, files, tmp_path):
-    mask = Image.new("P", (112, 80), 0)
+def test_a_palette_mask_has_one_region_per_style(weights_home, stylizer, files, tmp_path):
+    mask = Image.new("P", (112, 80), 0)  # twice the content's size: resized as the content is
     mask.putpalette([255, 0, 0, 0, 255, 0, 0, 0, 255] + [0] * 759)
-    mask.paste(1, (40, 0, 80, 80))
+    mask.paste(1, (32, 0, 80, 80))
     mask.paste(2, (80, 0, 112, 80))
     mask.save(tmp_path / "labels.png")
     result = run("interpolate", files["content"], files["s1"], files["s2"], files["s3"],
                  "--mask", tmp_path / "labels.png", "-o", tmp_path / "o.png", *SMALL)
     assert result.exit_code == 0, result.stderr
+    labels = mixing.load_mask(tmp_path / "labels.png", (56, 40), 0, False, 3)
+    assert [labels[:, cols].unique().tolist() for cols in (slice(0, 16), slice(16, 40), slice(40, 56))] == \
+        [[0], [1], [2]]
+    assert_regions_styled(stylizer, files, tmp_path / "labels.png", ["s1", "s2", "s3"],
+                          [slice(0, 2), slice(2, 5), slice(5, 7)])
 
 
 def test_a_masked_result_differs_from_either_style_alone(weights_home, files, tmp_path):
@@ -248,14 +274,10 @@ def test_palette_mask_region_count_must_match_the_styles(weights_home, files, tm
     assert result.exit_code == 2 and "mask has 3 palette indices but 2 styles" in result.stderr
 
 
-def test_mask_is_thresholded_at_half_grey():
+def test_mask_is_thresholded_at_half_grey(tmp_path):
     gradient = Image.linear_gradient("L").resize((64, 64))  # 0 at the top to 255 at the bottom
-    path = Path(__file__).parent / "_gradient_mask.png"
-    try:
-        gradient.save(path)
-        labels = images.load_mask(path, (64, 64), 0, False, 2)
-    finally:
-        path.unlink()
+    gradient.save(tmp_path / "gradient.png")
+    labels = mixing.load_mask(tmp_path / "gradient.png", (64, 64), 0, False, 2)
     assert labels[0].tolist() == [1] * 64 and labels[-1].tolist() == [0] * 64
     assert 28 <= int((labels[:, 0] == 1).sum()) <= 36
 

@@ -99,12 +99,18 @@ def test_output_has_exactly_the_content_size(stylizer: Stylizer, size: tuple[int
     assert out.size == size
 
 
-@pytest.mark.parametrize("edge_mode", ["pad", "crop"])
-def test_both_edge_modes_keep_the_size(weights, edge_mode):
-    from adain_cli.weights import load_decoder, load_encoder
-
-    s = Stylizer(load_encoder(weights[0]), load_decoder(weights[1]), "cpu", edge_mode=edge_mode)
-    assert s.stylize(synthetic_image(45, 27), synthetic_image(20, 20)).size == (45, 27)
+def test_odd_sizes_are_reflected_up_to_the_stride_and_cropped_back(stylizer: Stylizer):
+    seen = []
+    handle = stylizer.encoder.register_forward_hook(lambda module, args, out: seen.append(args[0]))
+    try:
+        out = stylizer.stylize(images.to_tensor(synthetic_image(45, 27, seed=1)), synthetic_image(20, 20))
+    finally:
+        handle.remove()
+    content = images.to_tensor(synthetic_image(45, 27, seed=1))
+    padded = seen[0]  # the content as the encoder saw it; then the style, as it is
+    assert padded.shape[-2:] == (32, 48) and tuple(seen[1].shape[-2:]) == (20, 20)
+    torch.testing.assert_close(padded[..., 27:, :45], content.flip(-2)[..., 1:6, :])  # rows mirrored
+    assert out.shape[-2:] == (27, 45)
 
 
 def test_stylize_accepts_precomputed_style_statistics(stylizer: Stylizer):

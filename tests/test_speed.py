@@ -9,7 +9,7 @@ import torch
 from conftest import synthetic_image
 from typer.testing import CliRunner
 
-from adain_cli import Stylizer, UsageError, batch, images, memory, tiling
+from adain_cli import Stylizer, UsageError, batch, fused, images, jobs, memory, tiling
 from adain_cli.cli import app
 from adain_cli.device import cpu_has_fast_bf16
 from adain_cli.inputs import expand
@@ -45,13 +45,23 @@ def test_fused_encoder_and_decoder_equal_the_layers_run_one_by_one(stylizer, siz
         torch.testing.assert_close(decoded, layer_by_layer(stylizer.decoder, expected), atol=1e-5, rtol=1e-4)
 
 
-def test_the_fused_path_is_left_alone_under_autograd(stylizer):
+def test_the_fused_path_is_left_alone_under_autograd(stylizer, monkeypatch):
+    fused_calls = []
+    for name in ("reflect_conv", "upsampled_reflect_conv"):
+        real = getattr(fused, name)
+        monkeypatch.setattr(fused, name, lambda x, conv, real=real: fused_calls.append(conv) or real(x, conv))
     features = torch.rand(1, 512, 4, 5, requires_grad=True)
     with torch.enable_grad():
-        stylizer.decoder.requires_grad_(False)
         out = stylizer.decoder(features)
         out.sum().backward()
-    assert features.grad is not None and features.grad.abs().sum() > 0
+    assert fused_calls == []  # every layer ran as written, so autograd saw the plain layers
+    plain = features.detach().clone().requires_grad_()
+    with torch.enable_grad():
+        layer_by_layer(stylizer.decoder, plain).sum().backward()
+    torch.testing.assert_close(features.grad, plain.grad)
+    with torch.no_grad():
+        stylizer.decoder(features)
+    assert len(fused_calls) == 9  # without autograd: all nine convs fused, three with their upsampling
 
 
 def test_batched_rendering_equals_one_pair_at_a_time(stylizer):
@@ -67,16 +77,16 @@ def test_batched_rendering_equals_one_pair_at_a_time(stylizer):
 def test_a_batch_of_same_size_contents_is_encoded_in_one_call(stylizer, images_dir, tmp_path):
     calls = []
     handle = stylizer.encoder.register_forward_hook(lambda module, args, out: calls.append(args[0].shape[0]))
+    settings = jobs.Settings(content_size=32, style_size=32, crop=True)
     try:
-        jobs = batch.plan(expand(images_dir / "content"), expand(images_dir / "style"), tmp_path / "b3")
-        settings = batch.Settings(content_size=32, style_size=32, crop=True, batch_size=3)
-        results = batch.run(stylizer, jobs, settings)
+        planned = batch.plan(expand(images_dir / "content"), expand(images_dir / "style"), tmp_path / "b3")
+        results = batch.run(Stylizer(stylizer.encoder, stylizer.decoder, "cpu", batch_size=3), planned, settings)
     finally:
         handle.remove()
     assert [r.status for r in results] == ["written"] * 6
     assert calls.count(3) == 1  # the three contents together; the two styles alone
     single = batch.run(stylizer, batch.plan(expand(images_dir / "content"), expand(images_dir / "style"),
-                                            tmp_path / "b1"), batch.Settings(content_size=32, style_size=32, crop=True))
+                                            tmp_path / "b1"), settings)
     for one, many in zip(single, results, strict=True):
         a, b = images.load_tensor(one.output, 0, False), images.load_tensor(many.output, 0, False)
         assert (a - b).abs().max() <= 1 / 255 + 1e-6
@@ -114,10 +124,10 @@ def test_bad_memory_sizes_are_usage_errors(text):
 
 def test_tiles_are_chosen_only_when_the_pass_would_not_fit():
     fits = memory.pass_bytes(512 * 512, 4)
-    assert memory.tile_for(512, 512, 1, 4, fits) is None
-    tile = memory.tile_for(4000, 3000, 1, 4, fits)
+    assert memory.tile_for(512, 512, 1, 4, fits, halo=40) is None
+    tile = memory.tile_for(4000, 3000, 1, 4, fits, halo=40)
     assert tile is not None and tile % 64 == 0 and memory.pass_bytes((tile + 80) ** 2, 4) <= fits
-    assert memory.tile_for(4000, 3000, 1, 4, 0) == memory.MIN_TILE
+    assert memory.tile_for(4000, 3000, 1, 4, 0, halo=40) == memory.MIN_TILE
 
 
 def test_a_small_memory_budget_tiles_automatically_with_the_same_result(weights, stylizer, monkeypatch):
@@ -125,11 +135,11 @@ def test_a_small_memory_budget_tiles_automatically_with_the_same_result(weights,
     style = images.to_tensor(synthetic_image(48, 48, seed=4))
     untiled = stylizer.stylize(content, style)
     tiled_calls = []
-    real = tiling.encode_tiled
-    monkeypatch.setattr(tiling, "encode_tiled", lambda *a: tiled_calls.append(a[2]) or real(*a))
-    budget = memory.in_use(torch.device("cpu")) + 1  # nothing left over: the smallest tiles
-    out = fresh(weights, max_memory=budget).stylize(content, style)
-    assert tiled_calls and set(tiled_calls) == {memory.MIN_TILE}
+    real = tiling.run_tiled
+    monkeypatch.setattr(tiling, "run_tiled", lambda *a: tiled_calls.append((a[3], a[2])) or real(*a))
+    out = fresh(weights, max_memory=1).stylize(content, style)  # no room at all: the smallest tiles
+    assert {geometry for geometry, _ in tiled_calls} == {tiling.ENCODER, tiling.DECODER}
+    assert {tile for _, tile in tiled_calls} == {memory.MIN_TILE}
     assert psnr(out, untiled) > 40
 
 
@@ -138,7 +148,7 @@ def test_out_of_memory_is_retried_in_smaller_tiles(weights, stylizer):
     style = images.to_tensor(synthetic_image(48, 48, seed=6))
     expected = stylizer.stylize(content, style)
     flaky = fresh(weights)
-    real_decoder = flaky._decoder_fn
+    real_decoder = flaky._decoder.call
     seen = []
 
     def decoder_with_little_memory(features: torch.Tensor) -> torch.Tensor:
@@ -147,7 +157,7 @@ def test_out_of_memory_is_retried_in_smaller_tiles(weights, stylizer):
             raise torch.OutOfMemoryError("out of memory (simulated)")
         return real_decoder(features)
 
-    flaky._decoder_fn = decoder_with_little_memory
+    flaky._decoder.call = decoder_with_little_memory
     out = flaky.stylize(content, style)
     assert max(seen) > 20 and psnr(out, expected) > 40
 

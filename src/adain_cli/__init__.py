@@ -5,11 +5,14 @@ Library use::
     from adain_cli import Stylizer
     stylizer = Stylizer.from_files()            # weights from the weights directory
     out = stylizer.stylize(content_image, style_image, alpha=0.8)   # PIL in, PIL out
+
+CONTRIBUTING.md maps the modules and the path of one stylization through them.
 """
 
 from importlib.metadata import PackageNotFoundError, version
 
 from .errors import AdainError, ImageError, OutputError, UsageError, WeightsError
+from .execution import Execution
 from .model import Decoder, Encoder, FeatureStats, adain, feature_stats
 from .stylizer import EncodedContent, Stylizer
 
@@ -23,6 +26,7 @@ __all__ = [
     "Decoder",
     "EncodedContent",
     "Encoder",
+    "Execution",
     "FeatureStats",
     "ImageError",
     "OutputError",

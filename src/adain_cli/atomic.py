@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import secrets
 from collections.abc import Iterator
@@ -15,6 +16,8 @@ def atomic_write(path: Path) -> Iterator[BinaryIO]:
     """Yield a handle to a temp file beside `path`; on success it is synced and renamed over `path`.
 
     On any exception (Ctrl-C included) the temp file is removed and `path` is untouched.
+    After the rename the directory is synced too: the rename is an entry in the directory,
+    and a power cut before that entry reaches the disk would lose it.
     The temp file is created with the usual umask-based permissions (unlike mkstemp's 0600).
     """
     tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
@@ -28,3 +31,19 @@ def atomic_write(path: Path) -> Iterator[BinaryIO]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    sync_directory(path.parent)
+
+
+def sync_directory(folder: Path) -> None:
+    """Make the entries of `folder` (a rename into it, say) durable. Windows has no directory
+    handles to sync, and its renames are journaled: nothing to do there."""
+    if os.name == "nt":
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP):  # file systems that cannot sync a directory
+            raise
+    finally:
+        os.close(fd)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import platform
@@ -14,7 +13,7 @@ import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, Protocol
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -28,27 +27,58 @@ from rich.progress import (
     TimeRemainingColumn,
     TransferSpeedColumn,
 )
+from typer.core import TyperGroup
 
-from . import __version__, batch, images, install, interpolate, memory, training, weights
-from .device import compute_dtype, cpu_has_fast_bf16, explain_auto_device, pick_device
+from . import __version__, batch, color, device, images, install, interpolate, jobs, memory, weights
 from .download import RetryPolicy
 from .errors import EXIT_INTERRUPTED, EXIT_WEIGHTS, AdainError, UsageError
+from .execution import Execution
 from .inputs import expand
-from .model import STRIDE
 from .stylizer import Stylizer
 
-app = typer.Typer(
-    name="adain",
-    help="Arbitrary style transfer with Adaptive Instance Normalization (Huang & Belongie, 2017).",
-    no_args_is_help=True,
-    add_completion=False,
-    rich_markup_mode=None,  # plain, one-line usage errors: easy to read in scripts and logs
-    pretty_exceptions_enable=False,
-)
+if TYPE_CHECKING:
+    from . import training
 
 
 def _say_error(message: str) -> None:
     typer.echo(f"adain: error: {message}", err=True)
+
+
+class _OneLineErrors(TyperGroup):
+    """Usage errors Typer finds itself (a missing option, a value out of range) as one line,
+    `adain: error: ...` with exit code 2, like every other error: no Usage/Try block."""
+
+    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except typer._click.exceptions.NoArgsIsHelpError as exc:
+            exc.show()  # `adain` alone: the help
+            sys.exit(exc.exit_code)
+        except typer._click.exceptions.ClickException as exc:
+            message = exc.format_message().strip().rstrip(".")
+            context = getattr(exc, "ctx", None)
+            if context is not None:
+                message += f"; see '{context.command_path} --help'"
+            _say_error(message)
+            sys.exit(exc.exit_code)
+        except typer._click.exceptions.Abort:
+            _say_error("aborted")
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+app = typer.Typer(
+    name="adain",
+    cls=_OneLineErrors,
+    help="Arbitrary style transfer with Adaptive Instance Normalization (Huang & Belongie, 2017).",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+)
 
 
 @contextmanager
@@ -112,7 +142,7 @@ Tile = Annotated[int, typer.Option(
          "0: no tiling.")]
 PrecisionOption = Annotated[str, typer.Option(
     "--precision", metavar="fp32|bf16|fp16",
-    help="Network precision: fp32 (exact), bf16 (CPUs with AVX-512 BF16/AMX, recent GPUs: about 2x faster), "
+    help="Network precision: fp32 (exact), bf16 (CPUs with AVX-512 BF16/AMX, recent GPUs: about 1.7x faster), "
          "fp16 (GPUs). Statistics and AdaIN stay fp32.")]
 MaxMemory = Annotated[str, typer.Option(
     "--max-memory", metavar="SIZE",
@@ -133,63 +163,62 @@ Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks with error
 
 
 def _settings(alpha: float, content_size: int, style_size: int, crop: bool, preserve_color: bool,
-              luminance_only: bool, quality: int, max_pixels: int, overwrite: bool) -> batch.Settings:
+              luminance_only: bool, quality: int, max_pixels: int, overwrite: bool) -> jobs.Settings:
     """What the shared stylizing options turn into."""
-    if preserve_color and luminance_only:
-        raise UsageError("choose one of --preserve-color and --luminance-only")
-    color_mode = "coral" if preserve_color else "luminance" if luminance_only else "style"
-    return batch.Settings(alpha=alpha, content_size=content_size, style_size=style_size, crop=crop,
-                          color_mode=color_mode, max_pixels=max_pixels or None, quality=quality, overwrite=overwrite)
+    return jobs.Settings(alpha=alpha, content_size=content_size, style_size=style_size, crop=crop,
+                         color_mode=color.mode_from_flags(preserve_color, luminance_only),
+                         max_pixels=max_pixels or None, quality=quality, overwrite=overwrite)
 
 
-class _Reported(Protocol):
-    """What stylize's and interpolate's results share for reporting."""
+def _execution(device_name: str, precision: str, tile: int, max_memory: str, compile_: bool,
+               batch_size: int = 0) -> Execution:
+    """The execution options, resolved and checked once; a GPU that is there but unusable is said once."""
+    execution = Execution.resolve(device_name, precision, tile=tile or None,  # type: ignore[arg-type]
+                                  max_memory=max_memory, batch_size=batch_size, compile=compile_)
+    if device_name == "auto" and execution.device.type == "cpu":
+        problem = device.unusable_gpu()
+        if problem is not None:
+            typer.echo(f"adain: warning: {problem}; running on the CPU", err=True)
+    return execution
 
-    output: Path
-    status: str
-    seconds: float
-    error: str | None
-    exception: BaseException | None
 
-
-def _reporter(
-    as_json: bool, quiet: bool, debug: bool, echo: Callable[[str], None], record: Callable[[Any], dict]
-) -> Callable[[_Reported], None]:
+def _reporter(as_json: bool, quiet: bool, debug: bool,
+              echo: Callable[[str], None] = typer.echo) -> Callable[[jobs.Outcome], None]:
     """One line (or one JSON object) per output; failures on stderr, with a traceback under --debug."""
-    def report(result: _Reported) -> None:
+    def report(outcome: jobs.Outcome) -> None:
         if as_json:
-            typer.echo(json.dumps(record(result)))
-        if result.status == "failed":
-            if debug and result.exception is not None:
-                traceback.print_exception(result.exception)
-            _say_error(result.error or "failed")
+            typer.echo(json.dumps(outcome.as_dict()))
+        if outcome.status == "failed":
+            if debug and outcome.exception is not None:
+                traceback.print_exception(outcome.exception)
+            _say_error(outcome.error or "failed")
         elif not (as_json or quiet):
-            if result.status == "written":
-                echo(f"wrote {result.output} ({result.seconds:.2f} s)")
+            if outcome.status == "written":
+                echo(f"wrote {outcome.output} ({outcome.seconds:.2f} s)")
             else:
-                echo(f"skipped {result.output}: exists (use --overwrite to replace)")
+                echo(f"skipped {outcome.output}: exists (use --overwrite to replace)")
     return report
 
 
-def _run_reporting(
-    stylizer: Stylizer, jobs: list[batch.Job], settings: batch.Settings, *, as_json: bool, quiet: bool, debug: bool
-) -> list[batch.Result]:
-    """Run the jobs, reporting each result: a progress bar on a terminal, else plain lines or JSON."""
-    if len(jobs) < 2 or not sys.stdout.isatty() or as_json or quiet:
-        return batch.run(stylizer, jobs, settings, _reporter(as_json, quiet, debug, typer.echo, batch.Result.as_dict))
+def _run_reporting(stylizer: Stylizer, planned: list[batch.Job], settings: jobs.Settings, *, as_json: bool,
+                   quiet: bool, debug: bool) -> list[jobs.Outcome]:
+    """Run the jobs, reporting each outcome: a progress bar on a terminal, else plain lines or JSON."""
+    if len(planned) < 2 or not sys.stdout.isatty() or as_json or quiet:
+        return batch.run(stylizer, planned, settings, _reporter(as_json, quiet, debug))
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=Console(), transient=True) as progress:
-        task = progress.add_task("stylizing", total=len(jobs))
+        task = progress.add_task("stylizing", total=len(planned))
+
         def echo(line: str) -> None:
             progress.console.print(line, markup=False)  # file names are not rich markup
 
-        report = _reporter(as_json, quiet, debug, echo, batch.Result.as_dict)
+        report = _reporter(as_json, quiet, debug, echo)
 
-        def on_result(result: batch.Result) -> None:
-            report(result)
+        def on_outcome(outcome: jobs.Outcome) -> None:
+            report(outcome)
             progress.advance(task)
 
-        return batch.run(stylizer, jobs, settings, on_result)
+        return batch.run(stylizer, planned, settings, on_outcome)
 
 
 @contextmanager
@@ -221,22 +250,13 @@ def _download_progress(quiet: bool) -> Iterator[install.FileProgress | None]:
         yield update
 
 
-def _load_stylizer(
-    vgg: Path | None, decoder: Path | None, device: str, *, offline: bool, quiet: bool, tile: int = 0,
-    precision: str = "fp32", max_memory: str = "auto", compile_: bool = False,
-) -> Stylizer:
-    """The model for a command: device, precision and sizes checked first, missing default weights
-    fetched on first use."""
-    target = pick_device(device)
-    compute_dtype(precision, target)
-    if tile % STRIDE:
-        raise UsageError(f"--tile must be a multiple of {STRIDE}, got {tile}")
-    budget = None if max_memory == "auto" else memory.parse_size(max_memory)
+def _load_stylizer(vgg: Path | None, decoder: Path | None, execution: Execution, *, offline: bool,
+                   quiet: bool) -> Stylizer:
+    """The model for a command, missing default weights fetched on first use."""
     needed = [name for name, given in ((weights.VGG_FILE, vgg), (weights.DECODER_FILE, decoder)) if given is None]
     with _download_progress(quiet) as progress:
         install.ensure(needed, offline=offline or install.offline_requested(), progress=progress)
-    return Stylizer.from_files(vgg, decoder, target, tile=tile or None, precision=precision,  # type: ignore[arg-type]
-                               max_memory=budget, compile=compile_)
+    return Stylizer.from_files(vgg, decoder, execution=execution)
 
 
 @app.command()
@@ -255,7 +275,7 @@ def stylize(
     quality: Quality = images.DEFAULT_QUALITY,
     vgg: VggPath = None,
     decoder: DecoderPath = None,
-    device: Device = "auto",
+    device_name: Device = "auto",
     precision: PrecisionOption = "fp32",
     batch_size: Annotated[int, typer.Option(
         "--batch-size", min=0, metavar="N",
@@ -274,14 +294,13 @@ def stylize(
     with _error_boundary(debug):
         settings = _settings(alpha, content_size, style_size, crop, preserve_color, luminance_only, quality,
                              max_pixels, overwrite)
-        jobs = batch.plan(expand(content), expand(style), output, ext)
-        stylizer = _load_stylizer(vgg, decoder, device, offline=offline, quiet=quiet, tile=tile,
-                                  precision=precision, max_memory=max_memory, compile_=compile_)
-        settings = dataclasses.replace(settings, batch_size=batch_size or batch.default_batch_size(stylizer.device))
-        results = _run_reporting(stylizer, jobs, settings, as_json=as_json, quiet=quiet, debug=debug)
-        if len(jobs) > 1 and not (as_json or quiet):
-            typer.echo(batch.summary(results))
-    raise typer.Exit(batch.exit_code(results))
+        execution = _execution(device_name, precision, tile, max_memory, compile_, batch_size)
+        planned = batch.plan(expand(content), expand(style), output, ext)
+        stylizer = _load_stylizer(vgg, decoder, execution, offline=offline, quiet=quiet)
+        outcomes = _run_reporting(stylizer, planned, settings, as_json=as_json, quiet=quiet, debug=debug)
+        if len(planned) > 1 and not (as_json or quiet):
+            typer.echo(jobs.summary(outcomes))
+    raise typer.Exit(jobs.exit_code(outcomes))
 
 
 def _parse_weights(text: str | None) -> list[float] | None:
@@ -290,8 +309,7 @@ def _parse_weights(text: str | None) -> list[float] | None:
     try:
         return [float(part) for part in text.split(",")]
     except ValueError:
-        raise typer.BadParameter(f"expected comma-separated numbers such as 0.5,0.3,0.2, got {text!r}",
-                                 param_hint="'--weights'") from None
+        raise UsageError(f"--weights: expected comma-separated numbers such as 0.5,0.3,0.2, got {text!r}") from None
 
 
 @app.command("interpolate")
@@ -324,7 +342,7 @@ def interpolate_command(
     quality: Quality = images.DEFAULT_QUALITY,
     vgg: VggPath = None,
     decoder: DecoderPath = None,
-    device: Device = "auto",
+    device_name: Device = "auto",
     precision: PrecisionOption = "fp32",
     tile: Tile = 0,
     max_memory: MaxMemory = "auto",
@@ -340,14 +358,12 @@ def interpolate_command(
     with _error_boundary(debug):
         settings = _settings(alpha, content_size, style_size, crop, preserve_color, luminance_only, quality,
                              max_pixels, overwrite)
+        execution = _execution(device_name, precision, tile, max_memory, compile_)
         job = interpolate.plan(content, styles, output, weights=_parse_weights(weights_text), steps=steps,
                                grid=grid, alpha_sweep=alpha_sweep, alpha=alpha, mask=mask, labels=labels, ext=ext)
-        stylizer = _load_stylizer(vgg, decoder, device, offline=offline, quiet=quiet, tile=tile,
-                                  precision=precision, max_memory=max_memory, compile_=compile_)
-
-        report = _reporter(as_json, quiet, debug, typer.echo, lambda outcome: outcome.as_dict(job))
-        outcomes = interpolate.run(stylizer, job, settings, report)
-    raise typer.Exit(1 if any(o.status == "failed" for o in outcomes) else 0)
+        stylizer = _load_stylizer(vgg, decoder, execution, offline=offline, quiet=quiet)
+        outcomes = interpolate.run(stylizer, job, settings, _reporter(as_json, quiet, debug))
+    raise typer.Exit(jobs.exit_code(outcomes))
 
 
 @app.command()
@@ -374,15 +390,17 @@ def train(
     resume: Annotated[str | None, typer.Option(
         "--resume", metavar="PATH", help="A checkpoint, a run directory, or 'latest' (the one in --out).")] = None,
     vgg: VggPath = None,
-    device: Device = "auto",
+    device_name: Device = "auto",
     offline: Offline = False,
     quiet: Quiet = False,
     debug: Debug = False,
 ) -> None:
     """Train a decoder on content and style folders (the paper's recipe by default)."""
+    from . import training  # only here: it brings torch.distributed and the data loaders
+
     with _error_boundary(debug):
         if resume == "latest" and out is None:
-            raise typer.BadParameter("--resume latest needs --out (the run to continue)")
+            raise UsageError("--resume latest needs --out (the run to continue)")
         if vgg is None:
             with _download_progress(quiet) as progress:
                 install.ensure([weights.VGG_FILE], offline=offline or install.offline_requested(), progress=progress)
@@ -392,31 +410,41 @@ def train(
             vgg=str(vgg or weights.weights_dir() / weights.VGG_FILE), iterations=iterations,
             batch_size=batch_size, lr=lr, lr_decay=lr_decay, content_weight=content_weight,
             style_weight=style_weight, image_size=image_size, crop_size=crop_size, workers=workers, seed=seed,
-            save_every=save_every, preview_every=preview_every, precision=precision, device=device,
+            save_every=save_every, preview_every=preview_every, precision=precision, device=device_name,
         )
-        stop = threading.Event()
-
-        def request_stop(signum: int, frame: object) -> None:
-            stop.set()
-            signal.signal(signum, signal.SIG_DFL)  # a second signal ends the process at once
-
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, request_stop)
         quiet = quiet or not training.is_main_process()
-        with _training_progress(config, quiet) as on_step:
+        with _stop_on_signals() as stop, _training_progress(config, quiet) as on_step:
             last = training.train(config, resume=resume, stop=stop, on_step=on_step)
         if stop.is_set():
             _say_error(f"stopped at iteration {last}; checkpoint saved in {config.out} "
                        f"(continue with --out {config.out} --resume latest)")
             raise typer.Exit(EXIT_INTERRUPTED)
         if not quiet:
-            typer.echo(f"trained {last} iterations; decoder in {Path(config.out) / training.DECODER_FILE}")
+            typer.echo(f"trained {last} iterations; decoder in {Path(config.out) / weights.DECODER_FILE}")
 
 
 @contextmanager
-def _training_progress(
-    config: training.TrainConfig, quiet: bool
-) -> Iterator[Callable[[training.Step], None] | None]:
+def _stop_on_signals() -> Iterator[threading.Event]:
+    """Ctrl-C or SIGTERM ask the run to stop (it saves a checkpoint first); a second one ends the
+    process at once. The previous handlers are back afterwards, for in-process callers."""
+    stop = threading.Event()
+
+    def request_stop(signum: int, frame: object) -> None:
+        stop.set()
+        signal.signal(signum, signal.SIG_DFL)
+
+    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    for signum in previous:
+        signal.signal(signum, request_stop)
+    try:
+        yield stop
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+@contextmanager
+def _training_progress(config: training.TrainConfig, quiet: bool) -> Iterator[Callable[[training.Step], None] | None]:
     """A live line (iteration, losses, it/s, ETA) on a terminal; a plain line every 50 iterations otherwise."""
     if quiet:
         yield None
@@ -498,20 +526,23 @@ def info(as_json: Json = False) -> None:
     import torch
     import torchvision
 
-    device, why = explain_auto_device()
+    target, why = device.explain_auto_device()
     folder = weights.weights_dir()
     where = f"${weights.HOME_ENV}" if weights.HOME_ENV in os.environ else "platform user data directory"
     checks = install.verify_installed()
+    limit = memory.cgroup_room()
     facts = {
         "adain_cli": __version__,
         "python": platform.python_version(),
         "platform": platform.platform(),
         "torch": torch.__version__,
         "torchvision": torchvision.__version__,
-        "device": str(device),
+        "device": str(target),
         "device_reason": why,
-        "cpu_bf16": cpu_has_fast_bf16(),
-        "memory_budget": memory.default_budget(device),
+        "gpu_problem": device.unusable_gpu(),
+        "cpu_bf16": device.cpu_has_fast_bf16(),
+        "memory_budget": memory.default_budget(target),
+        "memory_limit": limit[0] if limit else None,
         "weights_dir": str(folder),
         "weights_dir_from": where,
         "mirror": os.environ.get(install.URL_ENV),
@@ -523,9 +554,12 @@ def info(as_json: Json = False) -> None:
         return
     typer.echo(f"adain-cli {__version__} (python {facts['python']}, {facts['platform']})")
     typer.echo(f"torch {torch.__version__}, torchvision {torchvision.__version__}")
-    typer.echo(f"device: {device} ({why})")
+    typer.echo(f"device: {target} ({why})")
+    if facts["gpu_problem"]:
+        typer.echo(f"gpu: {facts['gpu_problem']}")
     typer.echo(f"cpu bf16: {'yes (--precision bf16 on cpu)' if facts['cpu_bf16'] else 'no'}")
-    typer.echo(f"memory budget (--max-memory auto): {memory.format_size(facts['memory_budget'])}")
+    budget = f"memory budget (--max-memory auto): {memory.format_size(facts['memory_budget'])}"
+    typer.echo(budget + (f" (container limit {memory.format_size(limit[0])})" if limit else ""))
     typer.echo(f"weights: {folder} (from the {where})")
     for check in checks:
         typer.echo(f"  {check.name}: {check.detail}" + (f" (sha256 {check.sha256})" if check.ok else ""))

@@ -16,6 +16,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from .errors import UsageError
+
 ColorMode = Literal["style", "coral", "luminance"]
 COLOR_MODES: tuple[ColorMode, ...] = ("style", "coral", "luminance")
 
@@ -63,6 +65,23 @@ def keep_content_colors(stylized: Tensor, content: Tensor) -> Tensor:
     yiq = torch.cat([_yiq(stylized)[:, :1], _yiq(content)[:, 1:]], dim=1)
     rgb = torch.einsum("ij,njhw->nihw", torch.linalg.inv(_RGB_TO_YIQ).to(yiq), yiq)
     return rgb.clamp(0, 1)
+
+
+def mode_from_flags(preserve_color: bool, luminance_only: bool) -> ColorMode:
+    """The colour mode `--preserve-color` / `--luminance-only` ask for; both at once is a UsageError."""
+    if preserve_color and luminance_only:
+        raise UsageError("choose one of --preserve-color and --luminance-only")
+    return "coral" if preserve_color else "luminance" if luminance_only else "style"
+
+
+def recolours_style(mode: ColorMode) -> bool:
+    """Whether `mode` changes the style image per content (so its statistics hold for one content)."""
+    return mode == "coral"
+
+
+def recolours_output(mode: ColorMode) -> bool:
+    """Whether `mode` changes the stylized image."""
+    return mode == "luminance"
 
 
 def prepare_style(style: Tensor, content: Tensor, mode: ColorMode) -> Tensor:

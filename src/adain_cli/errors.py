@@ -12,6 +12,7 @@ EXIT_USAGE = 2
 EXIT_WEIGHTS = 3
 EXIT_DOWNLOAD = 4
 EXIT_STORAGE = 5
+EXIT_TRAINING = 6
 EXIT_INTERRUPTED = 130
 
 
@@ -76,3 +77,9 @@ class StorageError(PathError):
     """Weights could not be written where they belong (disk full, permission denied)."""
 
     exit_code = EXIT_STORAGE
+
+
+class TrainingError(AdainError):
+    """Training cannot go on (a non-finite loss); the last good checkpoint is kept."""
+
+    exit_code = EXIT_TRAINING

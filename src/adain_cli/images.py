@@ -1,23 +1,29 @@
-"""Image files in and out: decoding, orientation, colour modes, resizing, atomic saving.
+"""Image files in and out: decoding, orientation, colour spaces, resizing, atomic saving.
 
-This is the only module that knows the pixel convention: tensors are float32 RGB in
-[0, 1], shaped (1, 3, H, W); files are 8-bit RGB.
+This is the only module that knows the pixel convention: tensors are float32 sRGB in
+[0, 1], shaped (1, 3, H, W); files are 8-bit RGB, read and written as sRGB. A photo
+with an embedded colour profile (Adobe RGB from a camera, Display P3 from a phone,
+ProPhoto from an editor) is converted to sRGB as it is decoded, so colour preservation
+and alpha blends work on the colours the photo shows; outputs are written untagged,
+which every viewer reads as sRGB.
 """
 
 from __future__ import annotations
 
+import io
 import math
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import lru_cache
 from pathlib import Path
 
 import torch
-from PIL import Image, ImageDraw, ImageFont, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 from torch import Tensor
 
 from .atomic import atomic_write
-from .errors import ImageError, OutputError, UsageError
+from .errors import ImageError, OutputError
 
 # Output format by file extension.
 FORMATS = {
@@ -41,7 +47,7 @@ DEFAULT_QUALITY = 95
 
 # Transparent pixels are composited onto white before stylizing (documented in the README).
 _BACKGROUND = (255, 255, 255)
-_SIXTEEN_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I"}
+_ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
 _pillow_limit_lock = threading.Lock()
 
 
@@ -105,20 +111,81 @@ def decode_upright(
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
-    """Any Pillow mode to 8-bit RGB: alpha onto white, 16-bit scaled down, not clipped."""
-    if image.mode in _SIXTEEN_BIT_MODES:
-        # convert("L") would clip 16-bit values at 255; scale 0..65535 to 0..255 instead.
-        image = image.convert("I").point(lambda v: v / 257 + 0.5).convert("L")
-    elif image.mode == "F":
-        image = image.point(lambda v: v * 255 + 0.5).convert("L")
-    has_alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
-        image.mode == "P" and "transparency" in image.info
-    )
-    if has_alpha:
+    """Any Pillow image to 8-bit sRGB: deep images scaled by their real range, an embedded
+    colour profile converted, alpha composited onto white."""
+    profile = image.info.get("icc_profile")
+    image = _eight_bit(image)
+    if image.mode in _ALPHA_MODES or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (*_BACKGROUND, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    return image.convert("RGB")
+        rgb = _to_srgb(image.convert("L") if image.mode == "LA" else rgba.convert("RGB"), profile)
+        rgb.putalpha(rgba.getchannel("A"))
+        background = Image.new("RGBA", rgb.size, (*_BACKGROUND, 255))
+        return Image.alpha_composite(background, rgb).convert("RGB")
+    if image.mode not in ("RGB", "L", "CMYK"):
+        image = image.convert("RGB")
+    return _to_srgb(image, profile)
+
+
+def _eight_bit(image: Image.Image) -> Image.Image:
+    """Deep single-channel images to 8 bits, scaled by their real range instead of clipped:
+    16-bit integers by 65535; 32-bit integers by the smallest of the 8, 16 and 32-bit ranges
+    that holds their values; floats by 1, or by their maximum when they exceed 1."""
+    if image.mode == "F":
+        high = image.getextrema()[1]
+        scale = 255.0 if high <= 1 else 255.0 / high
+        return image.point(lambda v: v * scale + 0.5).convert("L")
+    if image.mode.startswith("I;16"):
+        full = 65535
+    elif image.mode == "I":
+        high = image.getextrema()[1]
+        full = next(r for r in (255, 65535, 2**32 - 1) if high <= r)
+    else:
+        return image
+    return image.convert("I").point(lambda v: v * (255.0 / full) + 0.5).convert("L")
+
+
+def _to_srgb(image: Image.Image, profile: bytes | None) -> Image.Image:
+    """`image` (L, RGB or CMYK) in sRGB, converted from its embedded profile where it has one
+    that is not already sRGB; a profile that cannot be read is ignored, as viewers do."""
+    transform = _transform_to_srgb(profile, image.mode) if profile else None
+    if transform is not None:
+        return ImageCms.applyTransform(image, transform)
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
+_SRGB = ImageCms.createProfile("sRGB")
+_PROFILE_SPACES = {"RGB": "RGB ", "L": "GRAY", "CMYK": "CMYK"}
+
+
+@lru_cache(maxsize=16)
+def _transform_to_srgb(profile: bytes, mode: str) -> ImageCms.ImageCmsTransform | None:
+    """The transform from `profile` to sRGB for images of `mode`; None where there is nothing to
+    convert (an sRGB profile, one for another colour space, or one that cannot be read)."""
+    try:
+        source = ImageCms.ImageCmsProfile(io.BytesIO(profile))
+        if source.profile.xcolor_space != _PROFILE_SPACES[mode]:
+            return None
+        # NOCACHE: decoding threads share transforms, and LittleCMS's one-pixel cache is not thread-safe.
+        transform = ImageCms.buildTransform(source, _SRGB, mode, "RGB", flags=ImageCms.Flags.NOCACHE)
+    except (ImageCms.PyCMSError, OSError, ValueError, KeyError):
+        return None
+    return None if _is_identity(transform, mode) else transform
+
+
+def _is_identity(transform: ImageCms.ImageCmsTransform, mode: str) -> bool:
+    # An sRGB profile under another name (cameras embed their own copies): converting would only
+    # add rounding, so a profile that moves no colour by more than one 8-bit step is left alone.
+    if mode == "CMYK":
+        return False
+    levels = bytes(range(0, 256, 15))  # 18 levels per channel
+    if mode == "L":
+        probe = Image.frombytes("L", (len(levels), 1), levels)
+    else:
+        pixels = bytes(c for r in levels for g in levels for b in levels for c in (r, g, b))
+        probe = Image.frombytes("RGB", (len(levels) ** 3, 1), pixels)
+    converted = ImageCms.applyTransform(probe, transform)
+    expected = probe.convert("RGB")
+    return max(abs(a - b) for a, b in zip(converted.tobytes(), expected.tobytes(), strict=True)) <= 1
 
 
 def resize_shorter_side(
@@ -165,49 +232,11 @@ def load_tensor(
     return to_tensor(prepare(load_image(path, max_pixels), size, crop, path))
 
 
-def load_mask(
-    path: Path, content_size: tuple[int, int], size: int, crop: bool, regions: int,
-    max_pixels: int | None = DEFAULT_MAX_PIXELS,
-) -> Tensor:
-    """The region index (0 .. regions-1) of each pixel of the prepared content, (H, W).
-
-    `content_size` is the content's original (width, height); the mask must have its
-    aspect ratio and is then resized and cropped exactly as the content is. A palette
-    (indexed) PNG gives one region per palette index used, in increasing index order;
-    any other image gives two regions, thresholded at 50% grey: white is region 0.
-    """
-    try:
-        mask = decode_upright(path, max_pixels)
-    except ImageError as exc:
-        raise UsageError(f"unreadable mask: {exc}") from None
-    (mw, mh), (cw, ch) = mask.size, content_size
-    if abs(mw * ch - mh * cw) > 0.01 * mh * cw:
-        raise UsageError(f"{path}: mask is {mw}x{mh} but the content is {cw}x{ch}: the aspect ratios differ "
-                         "(masks are not stretched)")
-    if mask.mode == "P":
-        used = sorted(index for _, index in mask.getcolors(256) or [])
-        lookup = {index: region for region, index in enumerate(used)}
-        labels = mask.point([lookup.get(i, 0) for i in range(256)], mode="L")
-    else:
-        used = [255, 0]
-        labels = mask.convert("L").point(lambda v: 0 if v >= 128 else 1)
-    if len(used) != regions:
-        kind = "palette indices" if mask.mode == "P" else "regions (white and black)"
-        raise UsageError(f"{path}: mask has {len(used)} {kind} but {regions} styles were given")
-    labels = labels.resize(content_size, Image.Resampling.NEAREST)
-    labels = resize_shorter_side(labels, size, Image.Resampling.NEAREST)
-    if crop:
-        labels = center_crop_square(labels)
-    width, height = labels.size
-    return torch.frombuffer(bytearray(labels.tobytes()), dtype=torch.uint8).view(height, width).long()
-
-
 def to_tensor(image: Image.Image) -> Tensor:
     """Image -> float32 RGB (1, 3, H, W) in [0, 1]; other modes are converted as load_image does."""
     import numpy  # torchvision's dependency; imported here, where it is needed
 
-    if image.mode != "RGB":
-        image = to_rgb(image)
+    image = to_rgb(image)
     hwc = torch.from_numpy(numpy.array(image))  # a writable copy of the pixels, shared with the tensor
     return hwc.permute(2, 0, 1).unsqueeze(0).float().div_(255)
 
@@ -226,26 +255,6 @@ def to_image(tensor: Tensor) -> Image.Image:
         hwc[top:top + _ROWS_PER_CHUNK] = rows.permute(1, 2, 0).cpu()
     # Through NumPy (torchvision's dependency): bytes(storage) copies byte by byte, ~1000x slower.
     return Image.fromarray(hwc.numpy())
-
-
-def contact_sheet(tiles: list[Tensor], columns: int, labels: list[str] | None = None) -> Image.Image:
-    """Tiles (1, 3, H, W) of one size in a grid with a small white border, an optional caption under each."""
-    from torchvision.utils import make_grid  # imported here: torchvision is slow to import
-
-    cells = [tile.detach().float().cpu().clamp(0, 1)[0] for tile in tiles]
-    if labels is not None:
-        cells = [to_tensor(_caption(to_image(cell), text))[0] for cell, text in zip(cells, labels, strict=True)]
-    return to_image(make_grid(cells, nrow=columns, padding=4, pad_value=1.0))
-
-
-def _caption(image: Image.Image, text: str) -> Image.Image:
-    font = ImageFont.load_default(size=max(10, image.height // 24))
-    strip = int(font.size * 1.6)
-    captioned = Image.new("RGB", (image.width, image.height + strip), "white")
-    captioned.paste(image, (0, 0))
-    ImageDraw.Draw(captioned).text((image.width // 2, image.height + strip // 2), text, fill="black",
-                                   font=font, anchor="mm")
-    return captioned
 
 
 def format_for(path: Path) -> str:

@@ -22,7 +22,7 @@ from typing import Literal
 
 import torch
 
-from .atomic import atomic_write
+from .atomic import atomic_write, sync_directory
 from .download import DEFAULT_POLICY, RetryPolicy, fetch
 from .errors import StorageError, WeightsError
 from .weights import WeightSpec, manifest, read_state_dict, weights_dir
@@ -163,6 +163,7 @@ def _install_one(spec: WeightSpec, folder: Path, local_dir: Path | None, policy:
     final = folder / spec.name
     try:
         os.replace(part, final)
+        sync_directory(folder)
     except OSError as exc:
         part.unlink(missing_ok=True)
         raise StorageError.cannot_write(final, exc) from exc
@@ -244,8 +245,7 @@ def verify_installed(dest: Path | None = None) -> list[Check]:
     return checks
 
 
-def ensure(names: list[str], *, offline: bool, progress: FileProgress | None = None,
-           policy: RetryPolicy = DEFAULT_POLICY) -> None:
+def ensure(names: list[str], *, offline: bool, progress: FileProgress | None = None) -> None:
     """Make sure the named files are in the weights directory, downloading them unless offline."""
     missing = [name for name in names if not (weights_dir() / name).is_file()]
     if not missing:
@@ -253,4 +253,4 @@ def ensure(names: list[str], *, offline: bool, progress: FileProgress | None = N
     if offline:
         raise WeightsError(f"{' and '.join(missing)} not found in {weights_dir()} and offline mode is on: "
                            "run `adain download-weights` (or `adain download-weights --from DIR`)")
-    install(names=missing, progress=progress, policy=policy)
+    install(names=missing, progress=progress)

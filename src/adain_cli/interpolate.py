@@ -1,4 +1,4 @@
-"""Interpolation jobs: one content, several styles, one or many outputs.
+"""`adain interpolate`: one content, several styles, one or many outputs.
 
 `plan` decides the frames (a blend, a transition, a grid, an alpha sweep) and where they
 go (one file, one contact sheet, or numbered frames in a directory); `run` renders them
@@ -7,18 +7,16 @@ with the content encoded once and each style encoded once, and writes them atomi
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
-from . import color, images, mixing
-from .batch import Settings, Status, check_extension, make_parent_dirs
+from . import images, jobs, mixing
 from .errors import ImageError, OutputError, UsageError
-from .model import STRIDE, adain
 from .stylizer import Stylizer
 
 FRAME_PATTERN = "frame_{index:04d}.{ext}"
@@ -34,26 +32,28 @@ class Plan:
     labels: bool = False
     mask: Path | None = None
 
+    def jobs(self) -> list[Output]:
+        if self.sheet_columns:
+            return [Output(self, self.outputs[0], self.frames)]
+        return [Output(self, out, (frame,)) for out, frame in zip(self.outputs, self.frames, strict=True)]
+
 
 @dataclass(frozen=True)
-class Outcome:
+class Output:
+    """One file of a plan: a frame, or the contact sheet of all of them."""
+
+    plan: Plan
     output: Path
     frames: tuple[mixing.Frame, ...]
-    status: Status
-    seconds: float
-    error: str | None = None
-    exception: BaseException | None = field(default=None, repr=False, compare=False)
 
-    def as_dict(self, plan: Plan) -> dict[str, object]:
+    def describe(self) -> dict[str, object]:
+        one = len(self.frames) == 1
         return {
-            "content": str(plan.content),
-            "styles": [str(s) for s in plan.styles],
+            "content": str(self.plan.content),
+            "styles": [str(s) for s in self.plan.styles],
             "output": str(self.output),
-            "weights": [list(f.weights) for f in self.frames] if len(self.frames) > 1 else list(self.frames[0].weights),
-            "alpha": [f.alpha for f in self.frames] if len(self.frames) > 1 else self.frames[0].alpha,
-            "status": self.status,
-            "seconds": round(self.seconds, 4),
-            "error": self.error,
+            "weights": list(self.frames[0].weights) if one else [list(f.weights) for f in self.frames],
+            "alpha": self.frames[0].alpha if one else [f.alpha for f in self.frames],
         }
 
 
@@ -92,10 +92,7 @@ def plan(
         frames, columns = [mixing.Frame(mixed, alpha, "")], 0
 
     if len(frames) == 1 or output.suffix.lower() in images.FORMATS:
-        try:
-            images.format_for(output)
-        except OutputError as exc:
-            raise UsageError(str(exc)) from None
+        jobs.check_output_file(output)
         outputs: tuple[Path, ...] = (output,)
         columns = columns if len(frames) > 1 else 0
     else:
@@ -103,92 +100,93 @@ def plan(
             raise UsageError("--labels captions a contact sheet: give an output file such as sheet.png")
         if output.exists() and not output.is_dir():
             raise UsageError(f"{output}: {len(frames)} frames need a directory, and this is a file")
-        ext = check_extension(ext)
+        ext = jobs.check_extension(ext)
         outputs = tuple(output / FRAME_PATTERN.format(index=i + 1, ext=ext) for i in range(len(frames)))
         columns = 0  # frames, not a sheet
     if labels and not columns:
         raise UsageError("--labels needs a contact sheet (--steps, --grid or --alpha-sweep)")
-    inputs = {p.resolve(): p for p in (content, *styles, *([mask] if mask else []))}
-    for out in outputs:
-        if out.resolve() in inputs:
-            raise UsageError(f"{out}: output is the input file {inputs[out.resolve()]}; refusing to overwrite an input")
+    jobs.refuse_collisions([(out, f"frame {i + 1}") for i, out in enumerate(outputs)],
+                           [content, *styles, *([mask] if mask else [])])
     return Plan(content, tuple(styles), tuple(frames), outputs, columns, labels, mask)
 
 
-def run(stylizer: Stylizer, job: Plan, settings: Settings,
-        on_outcome: Callable[[Outcome], None] | None = None) -> list[Outcome]:
+def run(stylizer: Stylizer, job: Plan, settings: jobs.Settings,
+        on_outcome: Callable[[jobs.Outcome], None] | None = None) -> list[jobs.Outcome]:
     """Render and write the plan's outputs; existing ones are skipped unless settings.overwrite."""
-    outcomes: list[Outcome] = []
-
-    def emit(output: Path, status: Status, started: float, exc: BaseException | None = None) -> None:
-        seconds = time.perf_counter() - started
-        outcome = Outcome(output, _frames_of(job, output), status, seconds, None if exc is None else str(exc), exc)
-        outcomes.append(outcome)
-        if on_outcome is not None:
-            on_outcome(outcome)
-
-    pending = [out for out in job.outputs if settings.overwrite or not out.exists()]
-    for out in job.outputs:
-        if out not in pending:
-            emit(out, "skipped", time.perf_counter())
-    if not pending:
-        return outcomes
-    make_parent_dirs(pending)
-    started = time.perf_counter()
-    wanted = [i for i, out in enumerate(job.outputs) if out in pending] if not job.sheet_columns \
-        else list(range(len(job.frames)))
-    try:
-        rendered = dict(zip(wanted, _render(stylizer, job, settings, [job.frames[i] for i in wanted]), strict=True))
-    except ImageError as exc:
-        for out in pending:
-            emit(out, "failed", started, exc)
-        return outcomes
-    for out in pending:
-        try:
-            _write(job, settings, out, rendered)
-        except OutputError as exc:
-            emit(out, "failed", started, exc)
+    record = jobs.Recorder(on_outcome)
+    pending = []
+    for output in job.jobs():
+        if settings.overwrite or not output.output.exists():
+            pending.append(output)
         else:
-            emit(out, "written", started)
-        started = time.perf_counter()  # the shared rendering counts towards the first output
-    return outcomes
+            record(output, "skipped")
+    if not pending:
+        return record.outcomes
+    jobs.make_parent_dirs(o.output for o in pending)
+    frames = list(job.frames) if job.sheet_columns else [o.frames[0] for o in pending]
+    try:
+        rendered = _render(stylizer, job, settings, frames)
+    except ImageError as exc:
+        for output in pending:
+            record(output, "failed", exc)
+        return record.outcomes
+    for output in pending:
+        try:
+            _write(job, settings, output, rendered)
+        except OutputError as exc:
+            record(output, "failed", exc)
+        else:
+            record(output, "written")  # the shared rendering counts towards the first output
+    return record.outcomes
 
 
-def _frames_of(job: Plan, output: Path) -> tuple[mixing.Frame, ...]:
-    return job.frames if job.sheet_columns else (job.frames[job.outputs.index(output)],)
-
-
-def _write(job: Plan, settings: Settings, output: Path, rendered: dict[int, Tensor]) -> None:
+def _write(job: Plan, settings: jobs.Settings, output: Output, rendered: dict[mixing.Frame, Tensor]) -> None:
     if job.sheet_columns:
         captions = [f.label for f in job.frames] if job.labels else None
-        image = images.contact_sheet([rendered[i] for i in range(len(job.frames))], job.sheet_columns, captions)
+        image = contact_sheet([rendered[f] for f in job.frames], job.sheet_columns, captions)
     else:
-        image = images.to_image(rendered[job.outputs.index(output)])
-    images.save_image(image, output, settings.quality)
+        image = images.to_image(rendered[output.frames[0]])
+    images.save_image(image, output.output, settings.quality)
 
 
 @torch.inference_mode()
-def _render(stylizer: Stylizer, job: Plan, settings: Settings, frames: list[mixing.Frame]) -> list[Tensor]:
+def _render(stylizer: Stylizer, job: Plan, settings: jobs.Settings,
+            frames: list[mixing.Frame]) -> dict[mixing.Frame, Tensor]:
     """Each frame as an image tensor; the content and every style are encoded once."""
     s = settings
-    original = images.load_image(job.content, s.max_pixels)
-    content = stylizer.encode_content(images.to_tensor(images.prepare(original, s.content_size, s.crop, job.content)))
-    stats = []
-    for path in job.styles:
-        style = images.load_tensor(path, s.style_size, s.crop, s.max_pixels)
-        stats.append(stylizer.style_stats(color.prepare_style(style.to(stylizer.device), content.image, s.color_mode)))
-    if job.mask is not None:
-        labels = images.load_mask(job.mask, original.size, s.content_size, s.crop, len(job.styles), s.max_pixels)
-        padded = tuple(n * STRIDE for n in content.features.shape[-2:])
-        fractions = mixing.region_fractions(labels.to(stylizer.device), len(job.styles), padded)
-        mixing.check_regions(fractions, set(labels.unique().tolist()))
-        regional = mixing.regional_adain(content.features, fractions, stats)
-    outputs = []
-    for frame in frames:
+    try:
+        original = images.load_image(job.content, s.max_pixels)
+        content = stylizer.encode_content(images.to_tensor(images.prepare(original, s.content_size, s.crop,
+                                                                          job.content)))
+        stats = [stylizer.style_stats(s.load_style(path), content, s.color_mode) for path in job.styles]
         if job.mask is not None:
-            target = regional
-        else:
-            target = adain(content.features, mixing.mix_stats(stats, frame.weights), content.stats)
-        out = stylizer.decode(content, target, frame.alpha)
-        outputs.append(color.finish(out, content.image, s.color_mode))
-    return outputs
+            labels = mixing.load_mask(job.mask, original.size, s.content_size, s.crop, len(stats), s.max_pixels)
+            regional = mixing.masked_target(labels.to(stylizer.device), content.features, stats)
+            return {f: stylizer.decode(content, regional, f.alpha, s.color_mode) for f in frames}
+        return {f: stylizer.render(content, mixing.mix_stats(stats, f.weights), f.alpha, s.color_mode)
+                for f in frames}
+    except (ImageError, UsageError):
+        raise
+    except Exception as exc:  # out of memory, say: one line, like any other failed input
+        raise jobs.failure(job.content, exc) from exc
+
+
+def contact_sheet(tiles: list[Tensor], columns: int, labels: list[str] | None = None) -> Image.Image:
+    """Tiles (1, 3, H, W) of one size in a grid with a small white border, an optional caption under each."""
+    from torchvision.utils import make_grid  # imported here: torchvision is slow to import
+
+    cells = [tile.detach().float().cpu().clamp(0, 1)[0] for tile in tiles]
+    if labels is not None:
+        cells = [images.to_tensor(_caption(images.to_image(cell), text))[0]
+                 for cell, text in zip(cells, labels, strict=True)]
+    return images.to_image(make_grid(cells, nrow=columns, padding=4, pad_value=1.0))
+
+
+def _caption(image: Image.Image, text: str) -> Image.Image:
+    font = ImageFont.load_default(size=max(10, image.height // 24))
+    strip = int(font.size * 1.6)
+    captioned = Image.new("RGB", (image.width, image.height + strip), "white")
+    captioned.paste(image, (0, 0))
+    ImageDraw.Draw(captioned).text((image.width // 2, image.height + strip // 2), text, fill="black",
+                                   font=font, anchor="mm")
+    return captioned

@@ -3,8 +3,14 @@
 A budget covers the whole process (CPU) or everything torch holds on the device (CUDA,
 MPS). What is already in use (torch itself, the weights) and the buffers that grow with
 the image whatever the tiling (the image, its relu4_1 features, the output) come off
-first; the rest is what one network pass may take. Working memory per pixel of a pass
-was measured (BENCHMARKS.md, "Memory model"); the estimates err on the large side.
+first; the rest is what one network pass may take. The working memory per pixel of a
+pass was fitted to measured peaks (BENCHMARKS.md, "Speed and scale scenarios", whose 4K
+rows check the model: 1.28 GB under a 1.5 GB budget); the estimates err on the large side.
+
+On a CPU, what is free is the smaller of the machine's MemAvailable and the room left
+under the cgroup limit of the container or batch job the process runs in (cgroup v2
+`memory.max`, v1 `memory.limit_in_bytes`): a container limited to 2 GB on a 64 GB host
+must tile, not be killed.
 """
 
 from __future__ import annotations
@@ -16,11 +22,11 @@ import re
 import resource
 import sys
 from functools import cache
+from pathlib import Path
 
 import torch
 
 from .errors import UsageError
-from .tiling import ENCODER_HALO
 
 # Working memory of one encoder or decoder pass, bytes per input pixel, per byte of the
 # compute dtype: the widest stage (64 channels at full resolution) holds about three
@@ -63,6 +69,71 @@ def _meminfo_available() -> int | None:
     except OSError:
         pass
     return None
+
+
+# Where cgroups are read from (tests point these at fake files).
+PROC_SELF_CGROUP = Path("/proc/self/cgroup")
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+# Per cgroup version: the limit, the usage, and the page cache counted in the usage (memory.stat).
+_CGROUP_FILES = {"v2": ("memory.max", "memory.current", "inactive_file"),
+                 "v1": ("memory.limit_in_bytes", "memory.usage_in_bytes", "total_inactive_file")}
+# cgroup v1 writes "no limit" as the largest page-aligned 64-bit number.
+_UNLIMITED = 2**60
+
+
+def _read_number(path: Path) -> int | None:
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None  # "max" (v2): no limit
+
+
+def _inactive_file(stat: Path, key: str) -> int:
+    # Page cache the kernel drops before it kills anything: not really in use.
+    try:
+        for line in stat.read_text().splitlines():
+            name, _, value = line.partition(" ")
+            if name == key:
+                return int(value)
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def _cgroup_dirs() -> list[tuple[Path, str]]:
+    """(directory, version) of this process's memory cgroup and its ancestors, innermost first."""
+    try:
+        lines = PROC_SELF_CGROUP.read_text().splitlines()
+    except OSError:
+        return []
+    for line in lines:
+        hierarchy, controllers, path = [*line.split(":", 2), "", ""][:3]
+        if hierarchy == "0" and controllers == "":
+            base, version = CGROUP_ROOT, "v2"
+        elif "memory" in controllers.split(","):
+            base, version = CGROUP_ROOT / "memory", "v1"
+        else:
+            continue
+        leaf = base / path.strip("/")
+        if not leaf.is_dir():  # a container sees its own cgroup as the root of the mount
+            leaf = base
+        return [(d, version) for d in (leaf, *leaf.parents) if d == base or base in d.parents]
+    return []
+
+
+def cgroup_room() -> tuple[int, int] | None:
+    """(limit, bytes still free under it) of the tightest cgroup memory limit on this process, if any."""
+    tightest: tuple[int, int] | None = None
+    for folder, version in _cgroup_dirs():
+        limit_file, usage_file, cache_key = _CGROUP_FILES[version]
+        limit, usage = _read_number(folder / limit_file), _read_number(folder / usage_file)
+        if limit is None or limit >= _UNLIMITED or usage is None:
+            continue
+        room = max(limit - (usage - _inactive_file(folder / "memory.stat", cache_key)), 0)
+        if tightest is None or room < tightest[1]:
+            tightest = (limit, room)
+    return tightest
 
 
 def _physical() -> int | None:
@@ -123,7 +194,8 @@ def available(device: torch.device) -> int:
     if known is None:  # macOS and others: half the physical memory, or 4 GB if even that is unknown
         physical = _physical()
         known = physical // 2 if physical else 4 * 10**9
-    return known
+    limited = cgroup_room()
+    return known if limited is None else min(known, limited[1])
 
 
 def default_budget(device: torch.device) -> int:
@@ -142,13 +214,31 @@ def image_bytes(pixels: int, element_size: int) -> int:
     return pixels * (IMAGE_BYTES_PER_PIXEL + FEATURE_ELEMENTS_PER_PIXEL * element_size)
 
 
-def tile_for(height: int, width: int, batch: int, element_size: int, room: int) -> int | None:
-    """None when a pass over the whole batch fits in `room` bytes, else the tile side (px) to use.
+def tile_for(height: int, width: int, batch: int, element_size: int, room: int, halo: int) -> int | None:
+    """None when a pass over the whole batch of height x width px fits in `room` bytes, else
+    the tile side (px) to use.
 
-    The tile is the largest multiple of 64 whose window (tile plus halos) fits; at least
-    MIN_TILE even when nothing fits, since tiling is then the best that can be done.
+    The tile is the largest multiple of 64 whose window (tile plus `halo` px each side)
+    fits; at least MIN_TILE even when nothing fits, since tiling is then the best that can be done.
     """
     if pass_bytes(batch * height * width, element_size) <= room:
         return None
-    side = int((max(room, 0) / (element_size * PASS_BYTES_PER_PIXEL_PER_ELEMENT_BYTE)) ** 0.5) - 2 * ENCODER_HALO
+    side = int((max(room, 0) / (element_size * PASS_BYTES_PER_PIXEL_PER_ELEMENT_BYTE)) ** 0.5) - 2 * halo
     return max(side // MIN_TILE * MIN_TILE, MIN_TILE)
+
+
+def is_exhausted(exc: BaseException) -> bool:
+    """Whether an error means memory ran out: torch's OutOfMemoryError on a GPU, and the plain
+    RuntimeError a CPU allocation failure raises."""
+    return isinstance(exc, torch.OutOfMemoryError) or (
+        isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc))
+
+
+def release(device: torch.device) -> None:
+    """Return the caching allocator's free blocks to the device after an out-of-memory error."""
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    elif device.type == "mps":
+        torch.mps.empty_cache()
+    else:
+        trim(device)

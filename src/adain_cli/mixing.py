@@ -12,12 +12,15 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import Tensor
 
-from .errors import UsageError
+from . import images
+from .errors import ImageError, UsageError
 from .model import STRIDE, FeatureStats, adain, feature_stats
 
 
@@ -92,18 +95,56 @@ def alpha_sweep(count: int, weights: tuple[float, ...]) -> list[Frame]:
 
 # --- spatial control ----------------------------------------------------------------------
 
+def load_mask(path: Path, content_size: tuple[int, int], size: int, crop: bool, regions: int,
+              max_pixels: int | None = images.DEFAULT_MAX_PIXELS) -> Tensor:
+    """The region index (0 .. regions-1) of each pixel of the prepared content, (H, W).
+
+    `content_size` is the content's original (width, height); the mask must have its
+    aspect ratio and is then resized and cropped exactly as the content is. A palette
+    (indexed) PNG gives one region per palette index used, in increasing index order;
+    any other image gives two regions, thresholded at 50% grey: white is region 0.
+    A mask is data, not a picture: no colour management, no scaling of its levels.
+    """
+    try:
+        mask = images.decode_upright(path, max_pixels)
+    except ImageError as exc:
+        raise UsageError(f"unreadable mask: {exc}") from None
+    (mw, mh), (cw, ch) = mask.size, content_size
+    if abs(mw * ch - mh * cw) > 0.01 * mh * cw:
+        raise UsageError(f"{path}: mask is {mw}x{mh} but the content is {cw}x{ch}: the aspect ratios differ "
+                         "(masks are not stretched)")
+    if mask.mode == "P":
+        used = sorted(index for _, index in mask.getcolors(256) or [])
+        lookup = {index: region for region, index in enumerate(used)}
+        labels = mask.point([lookup.get(i, 0) for i in range(256)], mode="L")
+    else:
+        used = [255, 0]
+        labels = mask.convert("L").point(lambda v: 0 if v >= 128 else 1)
+    if len(used) != regions:
+        kind = "palette indices" if mask.mode == "P" else "regions (white and black)"
+        raise UsageError(f"{path}: mask has {len(used)} {kind} but {regions} styles were given")
+    labels = labels.resize(content_size, Image.Resampling.NEAREST)
+    labels = images.resize_shorter_side(labels, size, Image.Resampling.NEAREST)
+    if crop:
+        labels = images.center_crop_square(labels)
+    width, height = labels.size
+    return torch.frombuffer(bytearray(labels.tobytes()), dtype=torch.uint8).view(height, width).long()
+
+
 def region_fractions(labels: Tensor, regions: int, padded_size: tuple[int, int]) -> Tensor:
     """Per-region coverage of each feature cell, (regions, h/8, w/8), summing to 1 per cell.
 
-    `labels` is (H, W) with the region index of each content pixel. It is padded like the
-    content (edge replication) and averaged over each 8x8 cell, so cells on a boundary
-    get fractional weights: the decoded result blends across it instead of a hard seam.
+    `labels` is (H, W) with the region index of each content pixel. It is padded as the
+    content is padded to the encoder's stride (by reflection, so a padding pixel belongs
+    to the region of the pixel it mirrors) and averaged over each 8x8 cell: cells on a
+    boundary get fractional weights, and the decoded result blends across it instead of
+    a hard seam.
     """
     height, width = labels.shape
     one_hot = F.one_hot(labels.long(), regions).permute(2, 0, 1).float().unsqueeze(0)  # (1, R, H, W)
     pad_h, pad_w = padded_size[0] - height, padded_size[1] - width
     if pad_h or pad_w:
-        one_hot = F.pad(one_hot, (0, pad_w, 0, pad_h), mode="replicate")
+        one_hot = F.pad(one_hot, (0, pad_w, 0, pad_h), mode="reflect")
     return F.avg_pool2d(one_hot, STRIDE, ceil_mode=True)[0]
 
 
@@ -150,3 +191,12 @@ def regional_adain(features: Tensor, fractions: Tensor, styles: Sequence[Feature
         aligned = adain(features, styles[region], masked_stats(features, member == region))
         target += (fractions[region] / coverage).to(target) * aligned
     return target
+
+
+def masked_target(labels: Tensor, features: Tensor, styles: Sequence[FeatureStats]) -> Tensor:
+    """The AdaIN target under a mask: `labels` (H, W) from `load_mask`, `features` the content's
+    (1, 512, h, w) relu4_1 features from its stride-padded image."""
+    padded = (features.shape[-2] * STRIDE, features.shape[-1] * STRIDE)
+    fractions = region_fractions(labels, len(styles), padded)
+    check_regions(fractions, set(labels.unique().tolist()))
+    return regional_adain(features, fractions, styles)

@@ -1,32 +1,49 @@
-"""Exact tiling for images too large to run in one piece.
+"""Exact tiling: a network run window by window gives the untiled result.
 
-AdaIN needs statistics of the whole content, so tiling works at the feature level:
-the encoder runs tile by tile and only each tile's core cells are kept, assembling the
-whole relu4_1 feature map (1/64 of the pixels); statistics and AdaIN use that whole map;
-the decoder then runs tile by tile again and keeps each tile's core pixels. Every tile
-carries a halo wider than the network's reach from its edge, and tiles are aligned to
-the encoder's stride, so each kept value is computed from exactly the inputs the untiled
-network would use: the result equals the untiled one up to float rounding.
+AdaIN needs statistics of the whole content, so tiling works around them: the encoder
+runs tile by tile and keeps each tile's core cells, assembling the whole relu4_1 feature
+map (1/64 of the pixels); statistics use that whole map; the decoder then runs tile by
+tile over the features (AdaIN is applied to each window as it goes) and keeps each
+tile's core pixels. Every tile carries a halo wider than the network's reach from its
+edge, and tiles are aligned to the encoder's stride, so each kept value is computed from
+exactly the inputs the untiled network would use: the result equals the untiled one up
+to float rounding.
 
 Frames, by name: a *core* is the part of the output a tile is responsible for; the
-*window* is the core plus its halo, clipped to the image; both in pixels for the
-encoder and in feature cells for the decoder.
+*window* is the core plus its halo, clipped to the input; both in the input's positions
+(pixels for the encoder, feature cells for the decoder).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from fractions import Fraction
 
 import torch
 from torch import Tensor
 
-from .model import FEATURE_CHANNELS, STRIDE
+from .model import STRIDE
 
-# How far a value at relu4_1 reaches back into the image: the receptive field of ten 3x3
-# convs and three 2x2 pools is 68 px, so 34 px either side; rounded up to whole cells.
-ENCODER_HALO = 40  # px
-# How far a decoder output pixel reaches back into the features: 8 + 16 + 4 + 2 = 30 px.
-DECODER_HALO = 4  # cells of 8 px
+
+@dataclass(frozen=True)
+class Geometry:
+    """How a network maps input positions to output positions, and how far it sees."""
+
+    unit: int  # image pixels per input position along a side (1 for images, 8 for relu4_1 cells)
+    halo: int  # input positions beyond a core that its kept outputs depend on
+    scale: Fraction  # output positions per input position; partial cells round up (ceil-mode pools)
+
+    def out(self, positions: int) -> int:
+        return math.ceil(positions * self.scale)
+
+
+# relu4_1 reaches 34 px either side (ten 3x3 convs and three 2x2 pools: a 68 px receptive
+# field), rounded up to whole 8 px cells so that windows start on the pooling grid.
+ENCODER = Geometry(unit=1, halo=40, scale=Fraction(1, STRIDE))
+# A decoder output pixel reaches 8 + 16 + 4 + 2 = 30 px back into the features: 4 cells.
+DECODER = Geometry(unit=STRIDE, halo=4, scale=Fraction(STRIDE))
 
 
 def _spans(length: int, core: int, halo: int) -> Iterator[tuple[int, int, int, int]]:
@@ -36,48 +53,27 @@ def _spans(length: int, core: int, halo: int) -> Iterator[tuple[int, int, int, i
         yield start, end, max(start - halo, 0), min(end + halo, length)
 
 
-def _cells(pixels: int) -> int:
-    return -(-pixels // STRIDE)  # the encoder's pools round up (ceil_mode)
+def run_tiled(network: Callable[[Tensor], Tensor], x: Tensor, tile: int, geometry: Geometry) -> Tensor:
+    """`network(x)` computed from windows of `tile` image pixels (a multiple of 8) plus halos.
 
-
-def encode_tiled(encode: Callable[[Tensor], Tensor], image: Tensor, tile: int) -> Tensor:
-    """relu4_1 features (1, 512, ceil(H/8), ceil(W/8)) of `image` (1, 3, H, W), from tiles of `tile` px.
-
-    `encode` is the encoder, with whatever cast it needs; the features keep its output dtype.
-    Tiles start at multiples of 8, so their pooling grids are the whole image's; only the
-    last tile on each axis may end at an image edge that is not a multiple of 8.
+    x is (N, C, H, W) in the network's input positions; the output keeps the dtype the
+    network returns. Cores start at multiples of the stride, so encoder windows share the
+    whole image's pooling grid; only the last core on an axis may end off the grid.
     """
     if tile % STRIDE:
         raise ValueError(f"tile size must be a multiple of {STRIDE}, got {tile}")
-    height, width = image.shape[-2:]
-    features: Tensor | None = None
-    for y0, y1, wy0, wy1 in _spans(height, tile, ENCODER_HALO):
-        for x0, x1, wx0, wx1 in _spans(width, tile, ENCODER_HALO):
-            window = encode(image[..., wy0:wy1, wx0:wx1])  # (1, 512, window/8)
-            if features is None:
-                features = torch.empty(1, FEATURE_CHANNELS, _cells(height), _cells(width),
-                                       dtype=window.dtype, device=window.device)
-            cy, cx = (y0 - wy0) // STRIDE, (x0 - wx0) // STRIDE
-            rows, cols = _cells(y1 - y0), _cells(x1 - x0)
-            features[..., y0 // STRIDE:y0 // STRIDE + rows, x0 // STRIDE:x0 // STRIDE + cols] = \
-                window[..., cy:cy + rows, cx:cx + cols]
-    assert features is not None
-    return features
-
-
-def decode_tiled(decode: Callable[[Tensor], Tensor], features: Tensor, tile: int) -> Tensor:
-    """The image (1, 3, 8h, 8w), float32, that `decode` makes of `features` (1, C, h, w), from tiles.
-
-    `decode` may do more than the decoder (AdaIN on each window, say): it sees each
-    window of features with its halo, so anything position-wise is tiled for free.
-    """
-    cells = max(tile // STRIDE, 1)
-    height, width = features.shape[-2:]
-    out = torch.empty(1, 3, height * STRIDE, width * STRIDE, device=features.device)
-    for y0, y1, wy0, wy1 in _spans(height, cells, DECODER_HALO):
-        for x0, x1, wx0, wx1 in _spans(width, cells, DECODER_HALO):
-            window = decode(features[..., wy0:wy1, wx0:wx1])
-            cy, cx = (y0 - wy0) * STRIDE, (x0 - wx0) * STRIDE
-            rows, cols = (y1 - y0) * STRIDE, (x1 - x0) * STRIDE
-            out[..., y0 * STRIDE:y1 * STRIDE, x0 * STRIDE:x1 * STRIDE] = window[..., cy:cy + rows, cx:cx + cols]
-    return out
+    core = max(tile // geometry.unit, 1)
+    height, width = x.shape[-2:]
+    out = geometry.out
+    result: Tensor | None = None
+    for y0, y1, wy0, wy1 in _spans(height, core, geometry.halo):
+        for x0, x1, wx0, wx1 in _spans(width, core, geometry.halo):
+            window = network(x[..., wy0:wy1, wx0:wx1])
+            if result is None:
+                result = torch.empty(x.shape[0], window.shape[1], out(height), out(width),
+                                     dtype=window.dtype, device=window.device)
+            top, left = out(y0) - out(wy0), out(x0) - out(wx0)
+            rows, cols = out(y1) - out(y0), out(x1) - out(x0)
+            result[..., out(y0):out(y1), out(x0):out(x1)] = window[..., top:top + rows, left:left + cols]
+    assert result is not None
+    return result

@@ -40,18 +40,12 @@ from torch.utils.data import DataLoader
 from . import data, images
 from .atomic import atomic_write
 from .device import DTYPES, PRECISIONS, Precision, pick_device
-from .errors import AdainError, UsageError, WeightsError
+from .errors import AdainError, TrainingError, UsageError, WeightsError
 from .model import STRIDE, Decoder, Encoder, adain, feature_stats
 from .weights import DECODER_FILE, load_encoder
 
 CHECKPOINT_FILE = "checkpoint.pt"
 METRICS_FILE = "metrics.jsonl"
-
-
-class TrainingError(AdainError):
-    """Training stopped because it cannot go on (a non-finite loss)."""
-
-    exit_code = 6
 
 
 @dataclass(frozen=True)
@@ -178,10 +172,12 @@ def _start_distributed(device_name: str) -> tuple[Ranks, torch.device]:
 # --- checkpoints ---------------------------------------------------------------------------
 
 def save(out: Path, decoder: Decoder, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None,
-         iteration: int, config: TrainConfig, encoder_id: str, skipped: set[str]) -> None:
+         iteration: int, config: TrainConfig, encoder_id: str, skipped: set[str], world: int = 1) -> None:
     """checkpoint.pt (everything to resume) and decoder.pth (the public layout), each atomically.
 
     `decoder` is the plain module, never a DDP or compiled wrapper, so keys stay clean.
+    No random-number state is saved: nothing after the decoder's initialisation draws from
+    the global generator (samples and crops come from their own, seeded by sample number).
     """
     state = {
         "decoder": decoder.state_dict(),
@@ -189,9 +185,8 @@ def save(out: Path, decoder: Decoder, optimizer: torch.optim.Optimizer, scaler: 
         "scaler": scaler.state_dict() if scaler is not None else None,
         "iteration": iteration,
         "config": asdict(config),
+        "world": world,  # the sample stream depends on it (data.SampleNumbers)
         "encoder": encoder_id,
-        "rng": {"torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
         "skipped": sorted(skipped),
     }
     with atomic_write(out / CHECKPOINT_FILE) as handle:
@@ -210,8 +205,8 @@ def resolve_resume(resume: str, out: Path) -> Path:
     return path
 
 
-def load_checkpoint(path: Path, config: TrainConfig, encoder_id: str) -> dict:
-    """A checkpoint that this run can continue; WeightsError saying why not otherwise."""
+def load_checkpoint(path: Path, config: TrainConfig, encoder_id: str, world: int = 1) -> dict:
+    """A checkpoint that this run of `world` processes can continue; WeightsError saying why not otherwise."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # any unreadable file gets the same answer
@@ -258,9 +253,11 @@ def _preview(encoder: Encoder, decoder: Decoder, contents: Tensor, styles: Tenso
     with torch.no_grad():
         outputs = decoder(adain(encoder(contents), feature_stats(encoder(styles))))
     decoder.train(was_training)
+    from .interpolate import contact_sheet  # the same sheets as `adain interpolate` makes
+
     tiles = [t.unsqueeze(0) for triple in zip(contents, styles, outputs, strict=True) for t in triple]
     path.parent.mkdir(parents=True, exist_ok=True)
-    images.save_image(images.contact_sheet(tiles, columns=3), path)
+    images.save_image(contact_sheet(tiles, columns=3), path)
 
 
 def _fixed_pairs(contents: list[Path], styles: list[Path], config: TrainConfig, device: torch.device):
@@ -281,6 +278,29 @@ def _fixed_pairs(contents: list[Path], styles: list[Path], config: TrainConfig, 
     return c[:count].to(device), s[:count].to(device)
 
 
+@dataclass
+class _Run:
+    """What a run holds from one iteration to the next."""
+
+    config: TrainConfig
+    out: Path
+    ranks: Ranks
+    device: torch.device
+    encoder: Encoder
+    encoder_id: str
+    decoder: Decoder
+    model: torch.nn.Module  # the decoder, wrapped for DDP under torchrun
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler | None
+    contents: Iterator
+    styles: Iterator
+    iteration: int
+    skipped: set[str]
+    started: float
+    previews: tuple[Tensor, Tensor] | None = None  # rank 0 only
+    metrics: _MetricsLog | None = None  # rank 0 only
+
+
 def train(
     config: TrainConfig,
     *,
@@ -293,17 +313,28 @@ def train(
     A checkpoint is written every save_every iterations, at the end, and when stopped.
     """
     stop = stop or threading.Event()
-    out = Path(config.out)
     ranks, device = _start_distributed(config.device)
     try:
-        return _run(config, out, ranks, device, resume, stop, on_step)
+        run = _setup(config, ranks, device, resume)
+        try:
+            while run.iteration < config.iterations:
+                step, stopping = _step(run, stop)
+                if ranks.main:
+                    _record(run, step, stopping, on_step)
+                if stopping:
+                    break
+            return run.iteration
+        finally:
+            if run.metrics is not None:
+                run.metrics.close()  # before the process ends: the CLI exits with os._exit
     finally:
         if ranks.world > 1:
             dist.destroy_process_group()
 
 
-def _run(config: TrainConfig, out: Path, ranks: Ranks, device: torch.device, resume: str | None,
-         stop: threading.Event, on_step: Callable[[Step], None] | None) -> int:
+def _setup(config: TrainConfig, ranks: Ranks, device: torch.device, resume: str | None) -> _Run:
+    """Data checked, networks built (or restored from a checkpoint), loaders started."""
+    out = Path(config.out)
     content_paths = data.find_images(Path(config.content_dir))
     style_paths = data.find_images(Path(config.style_dir))
     data.check_usable(content_paths, config.image_size, Path(config.content_dir))
@@ -317,12 +348,11 @@ def _run(config: TrainConfig, out: Path, ranks: Ranks, device: torch.device, res
     scaler = torch.amp.GradScaler(device.type) if config.precision == "fp16" else None
     start, skipped = 0, set()
     if resume is not None:
-        state = load_checkpoint(resolve_resume(resume, out), config, encoder_id)
+        state = load_checkpoint(resolve_resume(resume, out), config, encoder_id, ranks.world)
         decoder.load_state_dict(state["decoder"])
         optimizer.load_state_dict(state["optimizer"])
         if scaler is not None and state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
-        torch.set_rng_state(state["rng"]["torch"])
         start, skipped = int(state["iteration"]), set(state.get("skipped", []))
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
@@ -332,64 +362,81 @@ def _run(config: TrainConfig, out: Path, ranks: Ranks, device: torch.device, res
     model.train()
 
     pin = device.type == "cuda"
-    contents = _batches(content_paths, config, start, ranks, pin)
-    styles = _batches(style_paths, config, start, ranks, pin)
+    run = _Run(config, out, ranks, device, encoder, encoder_id, decoder, model, optimizer, scaler,
+               _batches(content_paths, config, start, ranks, pin), _batches(style_paths, config, start, ranks, pin),
+               start, skipped, time.perf_counter())
     if ranks.main:
         out.mkdir(parents=True, exist_ok=True)
-        preview_pairs = _fixed_pairs(content_paths, style_paths, config, device)
-        metrics = _MetricsLog(out)
-    started = time.perf_counter()
-    iteration = start
-    while iteration < config.iterations:
-        (content, bad_c), (style, bad_s) = next(contents), next(styles)
-        skipped.update(bad_c, bad_s)
-        lr = config.lr / (1.0 + config.lr_decay * iteration)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        content = content.to(device, non_blocking=True)
-        style = style.to(device, non_blocking=True)
-        with _autocast(device, config.precision):
-            loss_c, loss_s = losses(encoder, model, content, style)
-        loss = config.content_weight * loss_c + config.style_weight * loss_s
-        # One all-reduce carries the losses and the stop request, so every rank stops together.
-        shared = torch.stack([loss_c.detach().float(), loss_s.detach().float(),
-                              torch.tensor(float(stop.is_set()), device=device)])
-        if ranks.world > 1:
-            dist.all_reduce(shared)
-            shared[:2] /= ranks.world
-        if not torch.isfinite(shared[:2]).all():
-            raise TrainingError(f"loss became {shared[0].item() + shared[1].item()} at iteration {iteration + 1}; "
-                                f"stopped, last good checkpoint kept in {out}")
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            optimizer.step()
-        iteration += 1
-        step = Step(iteration, shared[0].item() * config.content_weight, shared[1].item() * config.style_weight,
-                    lr, time.perf_counter() - started, len(skipped))
-        stopping = shared[2].item() > 0
-        if ranks.main:
-            metrics.write(step)
-            if on_step is not None:
-                on_step(step)
-            if iteration % config.preview_every == 0:
-                _preview(encoder, decoder, *preview_pairs, out / "previews" / f"iter_{iteration:07d}.png")
-            if iteration % config.save_every == 0 or iteration == config.iterations or stopping:
-                save(out, decoder, optimizer, scaler, iteration, config, encoder_id, skipped)
-        if stopping:
-            break
-    return iteration
+        run.previews = _fixed_pairs(content_paths, style_paths, config, device)
+        run.metrics = _MetricsLog(out, start)
+    return run
+
+
+def _step(run: _Run, stop: threading.Event) -> tuple[Step, bool]:
+    """One iteration on every rank: (what it measured, whether the run is to stop now)."""
+    config, device = run.config, run.device
+    (content, bad_c), (style, bad_s) = next(run.contents), next(run.styles)
+    run.skipped.update(bad_c, bad_s)
+    lr = config.lr / (1.0 + config.lr_decay * run.iteration)
+    for group in run.optimizer.param_groups:
+        group["lr"] = lr
+    with _autocast(device, config.precision):
+        loss_c, loss_s = losses(run.encoder, run.model, content.to(device, non_blocking=True),
+                                style.to(device, non_blocking=True))
+    loss = config.content_weight * loss_c + config.style_weight * loss_s
+    # One all-reduce carries the losses and the stop request, so every rank stops together.
+    shared = torch.stack([loss_c.detach().float(), loss_s.detach().float(),
+                          torch.tensor(float(stop.is_set()), device=device)])
+    if run.ranks.world > 1:
+        dist.all_reduce(shared)
+        shared[:2] /= run.ranks.world
+    if not torch.isfinite(shared[:2]).all():
+        raise TrainingError(f"loss became {shared[0].item() + shared[1].item()} at iteration {run.iteration + 1}; "
+                            f"stopped, last good checkpoint kept in {run.out}")
+    run.optimizer.zero_grad(set_to_none=True)
+    if run.scaler is not None:
+        run.scaler.scale(loss).backward()
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
+    else:
+        loss.backward()
+        run.optimizer.step()
+    run.iteration += 1
+    step = Step(run.iteration, shared[0].item() * config.content_weight, shared[1].item() * config.style_weight,
+                lr, time.perf_counter() - run.started, len(run.skipped))
+    return step, shared[2].item() > 0
+
+
+def _record(run: _Run, step: Step, stopping: bool, on_step: Callable[[Step], None] | None) -> None:
+    """Rank 0 after each iteration: metrics, progress, and previews and checkpoints when due."""
+    config, iteration = run.config, run.iteration
+    assert run.metrics is not None and run.previews is not None
+    run.metrics.write(step)
+    if on_step is not None:
+        on_step(step)
+    if iteration % config.preview_every == 0:
+        _preview(run.encoder, run.decoder, *run.previews, run.out / "previews" / f"iter_{iteration:07d}.png")
+    if iteration % config.save_every == 0 or iteration == config.iterations or stopping:
+        save(run.out, run.decoder, run.optimizer, run.scaler, iteration, config, run.encoder_id, run.skipped,
+             run.ranks.world)
 
 
 class _MetricsLog:
-    """metrics.jsonl, plus TensorBoard event files when tensorboard happens to be installed."""
+    """metrics.jsonl, plus TensorBoard event files when tensorboard happens to be installed.
 
-    def __init__(self, out: Path) -> None:
+    A run resumed from iteration N keeps the lines up to N and drops later ones: they
+    belong to iterations the resumed run does again (a newer checkpoint was not used).
+    """
+
+    def __init__(self, out: Path, start: int = 0) -> None:
         self.path = out / METRICS_FILE
+        if start and self.path.exists():
+            kept = [line for line in self.path.read_text(encoding="utf-8").splitlines(keepends=True)
+                    if _iteration_of(line) is not None and _iteration_of(line) <= start]
+            with atomic_write(self.path) as handle:
+                handle.write("".join(kept).encode("utf-8"))
+        elif not start:
+            self.path.unlink(missing_ok=True)  # a fresh run in a used folder starts a fresh log
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:  # tensorboard is optional, not a dependency
@@ -404,3 +451,14 @@ class _MetricsLog:
             for name in ("loss_content", "loss_style", "lr"):
                 self.board.add_scalar(name, getattr(step, name), step.iteration)
             self.board.add_scalar("loss", step.loss, step.iteration)
+
+    def close(self) -> None:
+        if self.board is not None:
+            self.board.close()  # flushes the last events
+
+
+def _iteration_of(line: str) -> int | None:
+    try:
+        return int(json.loads(line)["iteration"])
+    except (ValueError, KeyError, TypeError):
+        return None

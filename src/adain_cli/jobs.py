@@ -1,0 +1,171 @@
+"""What every command that writes images shares: its settings, its outputs' checks, and outcomes.
+
+A command plans *jobs* (one per output) before any work, refusing anything that would
+overwrite an input, write two results to one file or use an unknown format; it then
+reports one *outcome* per job (written, skipped because it exists, or failed and why)
+through a callback, and exits 1 if any failed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Protocol
+
+from torch import Tensor
+
+from . import color, images, memory
+from .errors import ImageError, OutputError, UsageError
+from .stylizer import check_alpha
+
+Status = Literal["written", "skipped", "failed"]
+STATUSES: tuple[Status, ...] = ("written", "skipped", "failed")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How images are read, painted and written; every value checked on construction."""
+
+    alpha: float = 1.0
+    content_size: int = 512
+    style_size: int = 512
+    crop: bool = False
+    color_mode: color.ColorMode = "style"
+    max_pixels: int | None = images.DEFAULT_MAX_PIXELS
+    quality: int = images.DEFAULT_QUALITY
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        check_alpha(self.alpha)
+        for name in ("content_size", "style_size"):
+            size = getattr(self, name)
+            if size != 0 and not size >= images.MIN_SIDE:
+                raise UsageError(f"{name.replace('_', '-')} must be 0 (original size) or at least "
+                                 f"{images.MIN_SIDE}, got {size}")
+        if self.color_mode not in color.COLOR_MODES:
+            raise UsageError(f"unknown colour mode {self.color_mode!r}")
+        if not 1 <= self.quality <= 100:
+            raise UsageError(f"quality must be between 1 and 100, got {self.quality}")
+        if self.max_pixels is not None and self.max_pixels <= 0:
+            raise UsageError(f"max-pixels must be positive, got {self.max_pixels}")
+
+    def load_content(self, path: Path) -> Tensor:
+        """A content file decoded and resized as the network takes it: (1, 3, H, W) in [0, 1]."""
+        return images.load_tensor(path, self.content_size, self.crop, self.max_pixels)
+
+    def load_style(self, path: Path) -> Tensor:
+        return images.load_tensor(path, self.style_size, self.crop, self.max_pixels)
+
+
+class Job(Protocol):
+    """One output to make."""
+
+    @property
+    def output(self) -> Path: ...
+
+    def describe(self) -> dict[str, object]:
+        """What the job is, for --json: its inputs, then "output", then anything else."""
+        ...
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one job."""
+
+    job: Job
+    status: Status
+    seconds: float
+    error: str | None = None
+    exception: BaseException | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def output(self) -> Path:
+        return self.job.output
+
+    def as_dict(self) -> dict[str, object]:
+        return {**self.job.describe(), "status": self.status, "seconds": round(self.seconds, 4), "error": self.error}
+
+
+class Recorder:
+    """Collects outcomes and passes each on; an outcome's time includes the shared work done for it."""
+
+    def __init__(self, on_outcome: Callable[[Outcome], None] | None = None) -> None:
+        self.outcomes: list[Outcome] = []
+        self._on_outcome = on_outcome
+        self._mark = time.perf_counter()
+
+    def __call__(self, job: Job, status: Status, exc: BaseException | None = None) -> None:
+        now = time.perf_counter()
+        outcome = Outcome(job, status, now - self._mark, None if exc is None else str(exc), exc)
+        self._mark = now
+        self.outcomes.append(outcome)
+        if self._on_outcome is not None:
+            self._on_outcome(outcome)
+
+
+def exit_code(outcomes: Iterable[Outcome]) -> int:
+    """0 when nothing failed, 1 when some output could not be made."""
+    return 1 if any(o.status == "failed" for o in outcomes) else 0
+
+
+def summary(outcomes: Sequence[Outcome]) -> str:
+    """One line: how many outputs were written, skipped and failed, and how long it took."""
+    counts = {status: sum(o.status == status for o in outcomes) for status in STATUSES}
+    total = sum(o.seconds for o in outcomes)
+    line = f"{counts['written']} written, {counts['skipped']} skipped, {counts['failed']} failed in {total:.1f} s"
+    if counts["written"]:
+        line += f" ({total / counts['written']:.2f} s per output)"
+    return line
+
+
+# --- checks made while planning, before any work ---------------------------------------------
+
+def check_extension(ext: str) -> str:
+    """An output format named by extension ("jpg", ".PNG"), normalised; UsageError if unknown."""
+    ext = ext.lower().lstrip(".")
+    if "." + ext not in images.FORMATS:
+        raise UsageError(f"unknown output extension {ext!r} (use one of {images.KNOWN_EXTENSIONS})")
+    return ext
+
+
+def check_output_file(path: Path) -> None:
+    """An output file name must have an extension that picks a format."""
+    try:
+        images.format_for(path)
+    except OutputError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def refuse_collisions(outputs: Sequence[tuple[Path, str]], inputs: Iterable[Path]) -> None:
+    """No output may be an input, and no two jobs may write one file. `outputs` pairs each
+    output with what makes it ("a.jpg x b.jpg"), for the message."""
+    sources = {p.resolve(): p for p in inputs}
+    makers: dict[Path, str] = {}
+    for output, maker in outputs:
+        target = output.resolve()
+        if target in sources:
+            raise UsageError(f"{output}: output is the input file {sources[target]}; refusing to overwrite an input")
+        if target in makers:
+            raise UsageError(f"{output}: written by both {makers[target]} and {maker}; rename an input")
+        makers[target] = maker
+
+
+def make_parent_dirs(outputs: Iterable[Path]) -> None:
+    """Create the outputs' directories up front: UsageError (nothing done yet) if that fails."""
+    for parent in sorted({output.parent for output in outputs}):
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"{parent}: cannot create output directory ({exc.strerror or exc})") from None
+
+
+def failure(path: Path, exc: BaseException) -> ImageError:
+    """A one-line error for an unexpected failure while working on one input (out of memory, say),
+    so that a batch goes on. The original exception stays attached for --debug."""
+    reason = "out of memory (try a smaller --content-size or --max-memory)" if memory.is_exhausted(exc) \
+        else f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else 'failed'}"
+    error = ImageError(path, reason)
+    error.__cause__ = exc
+    return error
