@@ -7,6 +7,7 @@ The layout below is written out from the reference `net.py` by hand, independent
 from __future__ import annotations
 
 import math
+import struct
 from pathlib import Path
 
 import pytest
@@ -117,3 +118,38 @@ def images_dir(tmp_path: Path) -> Path:
     for i, size in enumerate([(50, 41), (35, 60)]):
         synthetic_image(*size, seed=10 + i).save(root / "style" / f"s{i}.jpg", quality=95)
     return root
+
+
+# --- colour profiles ---------------------------------------------------------------------------
+
+D50 = (0.9642, 1.0, 0.8249)
+# Colorants (D50-adapted XYZ of the red, green and blue primaries) and tone-curve gamma.
+ADOBE_RGB = ((0.60974, 0.31111, 0.01947), (0.20528, 0.62567, 0.06087), (0.14919, 0.06322, 0.74457)), 563 / 256
+DISPLAY_P3 = ((0.51512, 0.24120, -0.00105), (0.29198, 0.69225, 0.04189), (0.15710, 0.06657, 0.78407)), 2.2
+
+
+def icc_profile(description: str, colorants: tuple[tuple[float, float, float], ...], gamma: float) -> bytes:
+    """A minimal ICC v2 RGB display profile (matrix and gamma curves), built by hand: no profile
+    files ship with the tests, and cameras' and phones' profiles have exactly this shape."""
+    def number(value: float) -> bytes:  # s15Fixed16
+        return struct.pack(">i", round(value * 65536))
+
+    def xyz(values: tuple[float, float, float]) -> bytes:
+        return b"XYZ " + bytes(4) + b"".join(number(v) for v in values)
+
+    curve = b"curv" + bytes(4) + struct.pack(">IH", 1, round(gamma * 256)) + bytes(2)
+    text = description.encode("ascii") + b"\0"
+    tags = [(b"desc", b"desc" + bytes(4) + struct.pack(">I", len(text)) + text + bytes(8) + bytes(3) + bytes(67)),
+            (b"wtpt", xyz(D50)), (b"rXYZ", xyz(colorants[0])), (b"gXYZ", xyz(colorants[1])),
+            (b"bXYZ", xyz(colorants[2])), (b"rTRC", curve), (b"gTRC", curve), (b"bTRC", curve),
+            (b"cprt", b"text" + bytes(4) + b"test data\0")]
+    table, body = b"", b""
+    start = 128 + 4 + 12 * len(tags)
+    for signature, data in tags:
+        table += signature + struct.pack(">II", start + len(body), len(data))
+        body += data + bytes(-len(data) % 4)
+    header = (struct.pack(">I", start + len(body)) + bytes(4) + struct.pack(">I", 0x02100000) + b"mntrRGB XYZ "
+              + bytes(12) + b"acsp" + bytes(24) + struct.pack(">I", 0) + b"".join(number(v) for v in D50)
+              + bytes(48))
+    assert len(header) == 128
+    return header + struct.pack(">I", len(tags)) + table + body

@@ -10,8 +10,12 @@ import torch
 from conftest import synthetic_image
 from PIL import Image
 
-from adain_cli import UsageError, batch, images, jobs
+from adain_cli import Stylizer, UsageError, batch, images, jobs
 from adain_cli.inputs import expand
+from adain_cli.model import Encoder
+
+CPU_OUT_OF_MEMORY = RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory: "
+                                 "you tried to allocate 123456789 bytes. Error code 12 (Cannot allocate memory)")
 
 
 @pytest.fixture
@@ -166,3 +170,54 @@ def test_styles_are_decoded_only_a_few_ahead_of_their_use(stylizer, tmp_path):
     assert submitted == styles[:2]
     cache.stats_for(styles[0], None)
     assert submitted == styles[:3]  # one used, one more started: never more than two waiting
+
+
+def encoder_failing(monkeypatch, fails, error: Exception) -> None:
+    """The encoder raises `error` on the inputs `fails(image)` picks, as if they did not fit in memory."""
+    real = Encoder.forward
+
+    def forward(self, image):
+        if fails(image):
+            raise error
+        return real(self, image)
+
+    monkeypatch.setattr(Encoder, "forward", forward)
+
+
+@pytest.mark.parametrize("error,reason", [(CPU_OUT_OF_MEMORY, "c1.png: out of memory (try a smaller --content-size"),
+                                          (ValueError("unexpected"), "c1.png: ValueError: unexpected")])
+def test_a_content_that_fails_to_encode_fails_its_pairs_and_the_rest_are_written(
+    stylizer, images_dir, tmp_path, monkeypatch, error, reason
+):
+    encoder_failing(monkeypatch, lambda image: tuple(image.shape[-2:]) == (48, 40), error)  # c1, 37x48 padded
+    results = run(stylizer, images_dir, tmp_path / "out")
+    failed = [r for r in results if r.status == "failed"]
+    assert [r.job.content.name for r in failed] == ["c1.png", "c1.png"]
+    assert all(f"{images_dir / 'content'}/{reason}" in r.error and "\n" not in r.error for r in failed)
+    assert sum(r.status == "written" for r in results) == 4 and jobs.exit_code(results) == 1
+
+
+def test_a_style_that_fails_to_encode_fails_its_pairs_and_the_rest_are_written(
+    stylizer, images_dir, tmp_path, monkeypatch
+):
+    encoder_failing(monkeypatch, lambda image: tuple(image.shape[-2:]) == (60, 35), CPU_OUT_OF_MEMORY)  # s1
+    results = run(stylizer, images_dir, tmp_path / "out")
+    assert [r.job.style.name for r in results if r.status == "failed"] == ["s1.jpg"] * 3
+    assert all("s1.jpg: out of memory" in r.error for r in results if r.status == "failed")
+    assert sum(r.status == "written" for r in results) == 3
+
+
+def test_contents_that_fail_to_encode_together_are_encoded_one_by_one(stylizer, tmp_path, monkeypatch):
+    for folder, count in (("content", 3), ("style", 1)):
+        (tmp_path / folder).mkdir()
+        for i in range(count):
+            synthetic_image(32, 24, seed=i + 10 * (folder == "style")).save(tmp_path / folder / f"{folder[0]}{i}.png")
+    black = Image.new("RGB", (32, 24))
+    black.save(tmp_path / "content" / "c1.png")  # the one that cannot be encoded
+    encoder_failing(monkeypatch, lambda image: len(image) > 1 or bool((image[:, :, :4, :4] == 0).all()),
+                    ValueError("cannot"))
+    batched = Stylizer(stylizer.encoder, stylizer.decoder, "cpu", batch_size=3)
+    planned = batch.plan(expand(tmp_path / "content"), expand(tmp_path / "style"), tmp_path / "out")
+    results = batch.run(batched, planned, jobs.Settings(content_size=0, style_size=0))
+    assert [(r.job.content.name, r.status) for r in results] == [
+        ("c0.png", "written"), ("c1.png", "failed"), ("c2.png", "written")]

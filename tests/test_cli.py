@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from conftest import synthetic_image
-from PIL import Image, ImageChops
+from conftest import ADOBE_RGB, icc_profile, synthetic_image
+from PIL import Image, ImageChops, ImageCms
 from typer.testing import CliRunner
 
 from adain_cli import __version__
@@ -166,6 +167,22 @@ def test_debug_shows_the_traceback(weights_home, pair, tmp_path):
     assert result.exit_code == 1 and "Traceback" in result.stderr and "bad.jpg" in result.stderr
 
 
+@pytest.mark.parametrize("flags", [["--luminance-only"], ["--preserve-color"], ["--alpha", "0.5"]])
+def test_photos_with_a_colour_profile_are_stylized_as_the_colours_they_show(weights_home, tmp_path, flags):
+    profile = icc_profile("Adobe RGB (1998)", *ADOBE_RGB)
+    srgb = ImageCms.createProfile("sRGB")
+    for name, seed in (("photo", 1), ("painting", 2)):
+        picture = synthetic_image(40, 32, seed=seed)
+        picture.save(tmp_path / f"{name}-tagged.png", icc_profile=profile)
+        shown = ImageCms.profileToProfile(picture, ImageCms.ImageCmsProfile(io.BytesIO(profile)), srgb)
+        shown.save(tmp_path / f"{name}-srgb.png")
+    for kind in ("tagged", "srgb"):
+        result = adain("stylize", tmp_path / f"photo-{kind}.png", tmp_path / f"painting-{kind}.png",
+                       "-o", tmp_path / f"out-{kind}.png", *SMALL, *flags)
+        assert result.exit_code == 0, result.stderr
+    assert not differs(tmp_path / "out-tagged.png", tmp_path / "out-srgb.png")
+
+
 # --- usage errors: exit 2, nothing written ----------------------------------------------
 
 @pytest.mark.parametrize("alpha", ["1.5", "-0.1", "nan"])
@@ -173,6 +190,37 @@ def test_alpha_outside_zero_to_one(weights_home, pair, tmp_path, alpha):
     result = adain("stylize", *pair, "-o", tmp_path / "o.png", "--alpha", alpha)
     assert result.exit_code == 2 and "alpha" in result.stderr
     assert not (tmp_path / "o.png").exists()
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--alpha", "1.5"], "Invalid value for '--alpha'"),
+    (["--quality", "0"], "Invalid value for '--quality'"),
+    (["--content-size", "big"], "Invalid value for '--content-size'"),
+    (["--no-such-flag"], "No such option: --no-such-flag"),
+])
+def test_usage_errors_typer_finds_are_one_line_too(weights_home, pair, tmp_path, args, message):
+    result = adain("stylize", *pair, "-o", tmp_path / "o.png", *args)
+    assert result.exit_code == 2
+    one_error_line(result, message, "see 'adain stylize --help'")
+    assert "Usage:" not in result.output
+
+
+def test_a_missing_option_is_one_line(weights_home, pair):
+    result = adain("stylize", *pair)
+    assert result.exit_code == 2
+    one_error_line(result, "Missing option '--output'")
+
+
+def test_adain_alone_shows_the_help():
+    result = adain()
+    assert result.exit_code == 2 and "stylize" in result.output and "Usage:" in result.output
+
+
+def test_the_help_and_the_readme_quote_the_same_bf16_speed_up():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    help_text = " ".join(adain("stylize", "--help").stdout.split())
+    figure = help_text.split("about ")[1].split("x faster")[0]
+    assert f"about {figure}\N{MULTIPLICATION SIGN} faster" in readme  # as the README writes it
 
 
 def test_missing_content_file(weights_home, pair, tmp_path):
@@ -302,6 +350,21 @@ def test_a_batch_with_failures_writes_the_rest_and_exits_1(weights_home, images_
     assert result.exit_code == 1
     assert len(result.stderr.strip().splitlines()) == 2  # one line per failed pair
     assert len(list((tmp_path / "out").iterdir())) == 4
+
+
+def test_running_out_of_memory_on_one_content_fails_it_alone_with_one_line(weights_home, images_dir, tmp_path,
+                                                                            monkeypatch):
+    from test_batch import CPU_OUT_OF_MEMORY, encoder_failing
+
+    encoder_failing(monkeypatch, lambda image: tuple(image.shape[-2:]) == (48, 40), CPU_OUT_OF_MEMORY)  # c1
+    result = adain("stylize", images_dir / "content", images_dir / "style", "-o", tmp_path / "out", *SMALL)
+    assert result.exit_code == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 2 and all(line.startswith("adain: error: ") and "c1.png: out of memory" in line
+                                   for line in lines)
+    assert "Traceback" not in result.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        f"c{c}_stylized_s{s}.png" for c in (0, 2) for s in (0, 1)]
 
 
 def test_ctrl_c_exits_130_keeping_finished_outputs(weights_home, images_dir, tmp_path, monkeypatch):

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import io
 import struct
 import zlib
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import synthetic_image
-from PIL import Image
+from conftest import ADOBE_RGB, DISPLAY_P3, icc_profile, synthetic_image
+from PIL import Image, ImageCms
 
 from adain_cli import ImageError, OutputError, images
 
@@ -91,6 +92,71 @@ def test_16_bit_rgb_png_becomes_8_bit_rgb(tmp_path: Path):
                                          + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
     assert pixel(tmp_path / "rgb48.png", (0, 0)) == (255, 0, 0)
     assert pixel(tmp_path / "rgb48.png", (1, 0)) == (0, 128, 255)
+
+
+def as_srgb(image: Image.Image, profile: bytes) -> Image.Image:
+    """What a colour-managed viewer shows: the pixels converted from their profile to sRGB."""
+    source = ImageCms.ImageCmsProfile(io.BytesIO(profile))
+    return ImageCms.profileToProfile(image, source, ImageCms.createProfile("sRGB"), outputMode="RGB")
+
+
+@pytest.mark.parametrize("name,space", [("Adobe RGB (1998)", ADOBE_RGB), ("Display P3", DISPLAY_P3)])
+def test_a_photo_with_a_wide_gamut_profile_is_read_as_the_srgb_it_shows(tmp_path: Path, name, space):
+    profile = icc_profile(name, *space)
+    original = synthetic_image(24, 16, seed=3)
+    original.save(tmp_path / "tagged.png", icc_profile=profile)
+    loaded = images.load_image(tmp_path / "tagged.png")
+    expected = as_srgb(original, profile)
+    assert loaded.tobytes() == expected.tobytes()
+    assert loaded.tobytes() != original.tobytes()  # the profile moves these colours
+    assert images.to_tensor(Image.open(tmp_path / "tagged.png")).equal(images.to_tensor(expected))
+
+
+def test_an_srgb_profile_changes_nothing(tmp_path: Path):
+    original = synthetic_image(24, 16, seed=4)
+    original.save(tmp_path / "srgb.png", icc_profile=ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes())
+    assert images.load_image(tmp_path / "srgb.png").tobytes() == original.tobytes()
+
+
+def test_a_transparent_photo_with_a_profile_is_converted_then_composited(tmp_path: Path):
+    profile = icc_profile("Adobe RGB (1998)", *ADOBE_RGB)
+    image = Image.new("RGBA", (2, 1), (150, 100, 60, 255))
+    image.putpixel((1, 0), (150, 100, 60, 0))
+    image.save(tmp_path / "a.png", icc_profile=profile)
+    loaded = images.load_image(tmp_path / "a.png")
+    assert loaded.getpixel((0, 0)) == as_srgb(Image.new("RGB", (1, 1), (150, 100, 60)), profile).getpixel((0, 0))
+    assert loaded.getpixel((1, 0)) == (255, 255, 255)
+
+
+def test_an_unreadable_profile_is_ignored_as_viewers_do(tmp_path: Path):
+    original = synthetic_image(8, 8, seed=5)
+    original.save(tmp_path / "broken.png", icc_profile=b"not a colour profile")
+    assert images.load_image(tmp_path / "broken.png").tobytes() == original.tobytes()
+
+
+def test_32_bit_integer_images_are_scaled_by_the_range_their_values_use(tmp_path: Path):
+    eight_bit_values = Image.new("I", (2, 1))
+    eight_bit_values.putpixel((0, 0), 200)
+    eight_bit_values.putpixel((1, 0), 255)
+    eight_bit_values.save(tmp_path / "i8.tif")
+    assert pixel(tmp_path / "i8.tif", (0, 0)) == (200, 200, 200)  # not 200/65535 of white
+    sixteen_bit_values = Image.new("I", (2, 1))
+    sixteen_bit_values.putpixel((0, 0), 32768)
+    sixteen_bit_values.putpixel((1, 0), 65535)
+    sixteen_bit_values.save(tmp_path / "i16.tif")
+    assert pixel(tmp_path / "i16.tif", (0, 0)) == (128, 128, 128)
+
+
+def test_float_images_are_scaled_by_their_real_range(tmp_path: Path):
+    unit = Image.new("F", (2, 1), 0.5)
+    unit.putpixel((1, 0), 1.0)
+    unit.save(tmp_path / "unit.tif")
+    assert pixel(tmp_path / "unit.tif", (0, 0)) == (128, 128, 128)
+    wide = Image.new("F", (2, 1), 100.0)  # values on a 0-255 scale, as some tools write them
+    wide.putpixel((1, 0), 255.0)
+    wide.save(tmp_path / "wide.tif")
+    assert pixel(tmp_path / "wide.tif", (0, 0)) == (100, 100, 100)  # not clipped to white
+    assert pixel(tmp_path / "wide.tif", (1, 0)) == (255, 255, 255)
 
 
 def test_exif_orientation_is_applied(tmp_path: Path):
@@ -232,3 +298,16 @@ def test_outputs_get_the_usual_file_permissions(tmp_path: Path):
     umask = os.umask(0)
     os.umask(umask)
     assert (tmp_path / "out.png").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_a_completed_write_syncs_its_directory_after_the_rename(tmp_path: Path, monkeypatch):
+    import os
+    import stat
+
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(os, "fsync", lambda fd: events.append(
+        "fsync directory" if stat.S_ISDIR(os.fstat(fd).st_mode) else "fsync file") or real_fsync(fd))
+    monkeypatch.setattr(os, "replace", lambda *a: events.append("rename") or real_replace(*a))
+    images.save_image(synthetic_image(16, 16), tmp_path / "out.png")
+    assert events == ["fsync file", "rename", "fsync directory"]

@@ -84,6 +84,14 @@ def test_a_half_and_half_mask_puts_each_styles_statistics_in_its_half():
         torch.testing.assert_close(feature_stats(half).std, style.std, atol=1e-3, rtol=1e-3)
 
 
+def test_mask_labels_are_padded_by_reflection_like_the_content():
+    labels = torch.zeros(20, 16, dtype=torch.long)
+    labels[19] = 1  # only the last row is region 1; the content is reflected from 20 to 24 rows
+    fractions = mixing.region_fractions(labels, 2, (24, 16))
+    # Rows 16..23 form the last cell row: row 19 is region 1, and padded rows 20..23 mirror rows 18..15 (region 0).
+    assert fractions[1, -1].tolist() == [1 / 8, 1 / 8]
+
+
 def test_region_boundaries_inside_a_cell_blend_instead_of_a_seam():
     labels = torch.zeros(16, 16, dtype=torch.long)
     labels[:, 4:] = 1  # the boundary falls inside the first 8 px cell

@@ -162,6 +162,27 @@ def test_out_of_memory_is_retried_in_smaller_tiles(weights, stylizer):
     assert max(seen) > 20 and psnr(out, expected) > 40
 
 
+def test_running_out_of_memory_while_encoding_is_retried_in_smaller_tiles(weights, stylizer):
+    from test_batch import CPU_OUT_OF_MEMORY
+
+    content = images.to_tensor(synthetic_image(200, 160, seed=7))
+    style = images.to_tensor(synthetic_image(48, 48, seed=8))
+    expected = stylizer.stylize(content, style)
+    flaky = fresh(weights)
+    real_encoder, seen = flaky._encoder.call, []
+
+    def encoder_with_little_memory(image: torch.Tensor) -> torch.Tensor:
+        seen.append(tuple(image.shape[-2:]))
+        if image.shape[-2] * image.shape[-1] > 150 * 150:  # a CPU allocation failure, not torch's OutOfMemoryError
+            raise CPU_OUT_OF_MEMORY
+        return real_encoder(image)
+
+    flaky._encoder.call = encoder_with_little_memory
+    out = flaky.stylize(content, style)
+    assert seen[0] == (160, 200) and len(seen) > 3  # the whole content failed, then its tiles ran
+    assert psnr(out, expected) > 40
+
+
 def test_bad_speed_options_exit_2_and_write_nothing(weights_home, tmp_path):
     synthetic_image(40, 40, seed=1).save(tmp_path / "c.png")
     synthetic_image(40, 40, seed=2).save(tmp_path / "s.png")

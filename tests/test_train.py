@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
+import types
 from pathlib import Path
 
 import pytest
@@ -16,7 +18,7 @@ import torch
 from conftest import synthetic_image
 from typer.testing import CliRunner
 
-from adain_cli import Stylizer, UsageError, WeightsError, data, training
+from adain_cli import Stylizer, UsageError, WeightsError, data, errors, training
 from adain_cli.cli import app
 from adain_cli.model import Decoder
 from adain_cli.weights import load_encoder
@@ -76,8 +78,10 @@ def test_a_run_writes_checkpoint_decoder_metrics_and_previews(folders, weights, 
     assert lines[1]["lr"] == pytest.approx(1e-4 / (1 + 5e-5 * 1))
     assert sorted(p.name for p in (out / "previews").iterdir()) == ["iter_0000002.png", "iter_0000004.png"]
     state = torch.load(out / "checkpoint.pt", weights_only=True)
-    assert state["iteration"] == 4 and state["config"]["batch_size"] == 2
+    assert state["iteration"] == 4 and state["config"]["batch_size"] == 2 and state["world"] == 1
     assert set(state["decoder"]) == set(Decoder().state_dict())  # clean keys
+    # What resuming uses, and nothing else (no random-number state: nothing draws from the global generator).
+    assert set(state) == {"decoder", "optimizer", "scaler", "iteration", "config", "world", "encoder", "skipped"}
 
 
 def test_the_saved_decoder_loads_into_the_stylize_path(folders, weights, tmp_path):
@@ -105,6 +109,44 @@ def test_resuming_with_another_configuration_is_refused(folders, weights, tmp_pa
     training.train(config(folders, weights, out, iterations=2))
     with pytest.raises(WeightsError, match=r"another configuration: batch_size=2 \(now 4\)"):
         training.train(config(folders, weights, out, iterations=4, batch_size=4), resume="latest")
+
+
+def test_resuming_with_another_number_of_processes_is_refused(folders, weights, tmp_path):
+    out = tmp_path / "run"
+    training.train(config(folders, weights, out, iterations=2))
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    state["world"] = 2  # as torchrun --nproc_per_node 2 saves it
+    torch.save(state, out / "checkpoint.pt")
+    with pytest.raises(WeightsError, match=r"another configuration: processes=2 \(now 1"):
+        training.train(config(folders, weights, out, iterations=4), resume="latest")
+
+
+def test_resuming_from_an_older_checkpoint_drops_the_metrics_of_later_iterations(folders, weights, tmp_path):
+    out = tmp_path / "run"
+    training.train(config(folders, weights, out, iterations=2, save_every=100))
+    shutil.copy(out / "checkpoint.pt", tmp_path / "at-2.pt")
+    training.train(config(folders, weights, out, iterations=4, save_every=100), resume="latest")
+    training.train(config(folders, weights, out, iterations=3, save_every=100), resume=str(tmp_path / "at-2.pt"))
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [m["iteration"] for m in metrics] == [1, 2, 3]
+
+
+def test_tensorboard_events_are_closed_when_a_run_ends(folders, weights, tmp_path, monkeypatch):
+    events: list[str] = []
+
+    class SummaryWriter:  # stands in for tensorboard's, which is optional and not installed here
+        def __init__(self, logdir: str) -> None:
+            events.append("open")
+
+        def add_scalar(self, name: str, value: float, step: int) -> None:
+            events.append("scalar")
+
+        def close(self) -> None:
+            events.append("close")
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", types.SimpleNamespace(SummaryWriter=SummaryWriter))
+    training.train(config(folders, weights, tmp_path / "run", iterations=2))
+    assert events[0] == "open" and events[-1] == "close" and events.count("scalar") == 8
 
 
 def test_resuming_with_another_encoder_is_refused(folders, weights, tmp_path):
@@ -153,6 +195,7 @@ def test_a_non_finite_loss_stops_keeping_the_last_good_checkpoint(folders, weigh
         return (loss_c * float("nan"), loss_s) if len(calls) == 3 else (loss_c, loss_s)
 
     monkeypatch.setattr(training, "losses", failing)
+    assert training.TrainingError.exit_code == errors.EXIT_TRAINING == 6
     with pytest.raises(training.TrainingError, match="loss became nan at iteration 3"):
         training.train(config(folders, weights, out, iterations=6, save_every=2))
     state = torch.load(out / "checkpoint.pt", weights_only=True)
@@ -199,6 +242,13 @@ def test_the_command_trains_and_reports(folders, weights, tmp_path):
     assert result.exit_code == 0, result.stderr
     assert "trained 2 iterations" in result.stdout
     assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["config"]["precision"] == "bf16"
+
+
+def test_the_command_leaves_the_signal_handlers_as_it_found_them(folders, weights, tmp_path):
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    result = CliRunner().invoke(app, ["train", *train_command(folders, weights, tmp_path / "run", "--iterations", "1")])
+    assert result.exit_code == 0, result.stderr
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
 
 
 def test_ctrl_c_leaves_a_loadable_checkpoint(folders, weights, tmp_path):

@@ -240,27 +240,29 @@ def _encode(stylizer: Stylizer, batch: list[_Loaded]) -> list[EncodedContent | I
 
 def _run_contents(stylizer: Stylizer, batch: list[_Loaded], styles: _StyleCache, settings: jobs.Settings,
                   writer: _Writer, batch_size: int) -> None:
-    """Contents of one size, encoded together, each in each of its styles, decoded in batches."""
-    pairs = []
+    """Contents of one size, encoded together, each in each of its styles, decoded `batch_size` pairs at a time."""
+    ready: list[tuple[EncodedContent, FeatureStats, Job]] = []
     for content, (todo, _) in zip(_encode(stylizer, batch), batch, strict=True):
         for job in todo:
-            if isinstance(content, ImageError):
-                writer.fail(job, content)
-            else:
-                pairs.append((content, job))
-    for start in range(0, len(pairs), batch_size):
-        ready = []
-        for content, job in pairs[start:start + batch_size]:
             try:
+                if isinstance(content, ImageError):
+                    raise content
                 ready.append((content, styles.stats_for(job.style, content), job))
             except ImageError as exc:
+                _render(stylizer, ready, settings, writer)  # the jobs before it first: outcomes stay in order
+                ready = []
                 writer.fail(job, exc)
-        if ready:
-            _render(stylizer, ready, settings, writer)
+                continue
+            if len(ready) == batch_size:
+                _render(stylizer, ready, settings, writer)
+                ready = []
+    _render(stylizer, ready, settings, writer)
 
 
 def _render(stylizer: Stylizer, ready: list[tuple[EncodedContent, FeatureStats, Job]], settings: jobs.Settings,
             writer: _Writer) -> None:
+    if not ready:
+        return
     contents, stats, todo = zip(*ready, strict=True)
     try:
         outs = stylizer.render_batch(list(contents), list(stats), settings.alpha, settings.color_mode)

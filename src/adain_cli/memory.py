@@ -102,11 +102,13 @@ def _inactive_file(stat: Path, key: str) -> int:
 
 
 def _cgroup_dirs() -> list[tuple[Path, str]]:
-    """(directory, version) of this process's memory cgroup and its ancestors, innermost first."""
+    """(directory, version) of this process's memory cgroups and their ancestors, innermost first.
+    Hybrid hosts list a v1 memory controller and a v2 hierarchy: both count."""
     try:
         lines = PROC_SELF_CGROUP.read_text().splitlines()
     except OSError:
         return []
+    found = []
     for line in lines:
         hierarchy, controllers, path = [*line.split(":", 2), "", ""][:3]
         if hierarchy == "0" and controllers == "":
@@ -118,8 +120,8 @@ def _cgroup_dirs() -> list[tuple[Path, str]]:
         leaf = base / path.strip("/")
         if not leaf.is_dir():  # a container sees its own cgroup as the root of the mount
             leaf = base
-        return [(d, version) for d in (leaf, *leaf.parents) if d == base or base in d.parents]
-    return []
+        found += [(d, version) for d in (leaf, *leaf.parents) if d == base or base in d.parents]
+    return found
 
 
 def cgroup_room() -> tuple[int, int] | None:

@@ -218,6 +218,8 @@ def load_checkpoint(path: Path, config: TrainConfig, encoder_id: str, world: int
                            f"this run's is {encoder_id[:12]}...)")
     differing = [f"{k}={state['config'].get(k)!r} (now {getattr(config, k)!r})"
                  for k in RESUME_MUST_MATCH if state["config"].get(k) != getattr(config, k)]
+    if state.get("world", 1) != world:
+        differing.append(f"processes={state.get('world', 1)} (now {world}; each process draws its own samples)")
     if differing:
         raise WeightsError(f"{path}: made with another configuration: {', '.join(differing)}")
     return state
