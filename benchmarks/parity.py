@@ -5,10 +5,11 @@
 
 Each case is one `adain` process on the shared sample images (../shared/images; noise
 when absent) with the same He-initialised random weights, `--precision fp32` on the CPU.
-The sha256 of every output file is recorded; --check recomputes them and lists each case
-whose bytes differ. Cases cover the paths a refactor can disturb: resizing, odd sizes
-(stride padding), alpha, both colour modes, crop, explicit tiles, batches, JPEG output,
-style mixes, contact sheets with labels and masks.
+The sha256 of every output's decoded pixels (with its format, mode and size) is recorded;
+--check recomputes them and lists each case that differs. Pixels, not file bytes: a PNG's
+compression level changes its bytes and nothing a viewer sees. Cases cover the paths a
+refactor can disturb: resizing, odd sizes (stride padding), alpha, both colour modes, crop,
+explicit tiles, batches, JPEG output, style mixes, contact sheets with labels and masks.
 """
 
 from __future__ import annotations
@@ -78,9 +79,14 @@ def inputs(folder: Path) -> dict[str, str]:
     return names
 
 
+def digest(path: Path) -> str:
+    with images.Image.open(path) as image:
+        header = f"{image.format} {image.mode} {image.size}".encode()
+        return hashlib.sha256(header + image.tobytes()).hexdigest()
+
+
 def digests(out: Path) -> dict[str, str]:
-    return {str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(out.rglob("*")) if p.is_file()}
+    return {str(p.relative_to(out)): digest(p) for p in sorted(out.rglob("*")) if p.is_file()}
 
 
 def run_cases(scratch: Path) -> dict[str, dict[str, str]]:

@@ -6,7 +6,10 @@ The layout below is written out from the reference `net.py` by hand, independent
 
 from __future__ import annotations
 
+import hashlib
 import math
+import os
+import shutil
 import struct
 from pathlib import Path
 
@@ -58,14 +61,32 @@ def no_network_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("ADAIN_WEIGHTS_URL", raising=False)
 
 
+def _digest(paths: tuple[Path, ...]) -> str:
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
 @pytest.fixture(scope="session")
-def weights(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """(vgg_normalised.pth, decoder.pth) with random values in the public layout."""
+def weights(tmp_path_factory: pytest.TempPathFactory):
+    """(vgg_normalised.pth, decoder.pth) with random values in the public layout, made once per
+    session and shared (by hard links) with every test: no test may change them in place."""
     folder = tmp_path_factory.mktemp("weights")
     vgg, decoder = folder / "vgg_normalised.pth", folder / "decoder.pth"
     torch.save(random_state_dict(PUBLIC_VGG_CONVS, seed=1), vgg)
     torch.save(random_state_dict(PUBLIC_DECODER_CONVS, seed=2), decoder)
-    return vgg, decoder
+    before = _digest((vgg, decoder))
+    yield vgg, decoder
+    assert _digest((vgg, decoder)) == before, "a test changed the shared weight files in place"
+
+
+def link_or_copy(source: Path, target: Path) -> None:
+    """A hard link to `source` (no 90 MB copy per test), or a copy where links are not possible."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
 
 
 @pytest.fixture(scope="session")
@@ -87,7 +108,7 @@ def weights_home(weights: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest
     home = tmp_path / "adain-home"
     (home / "weights").mkdir(parents=True)
     for source in weights:
-        (home / "weights" / source.name).write_bytes(source.read_bytes())
+        link_or_copy(source, home / "weights" / source.name)
     monkeypatch.setenv("ADAIN_HOME", str(home))
     return home
 

@@ -55,7 +55,7 @@ def test_tile_sizes_must_be_positive_multiples_of_8(stylizer, tile):
 def test_the_tile_flag_gives_the_same_image(weights_home, tmp_path):
     synthetic_image(150, 90, seed=4).save(tmp_path / "c.png")
     synthetic_image(40, 40, seed=5).save(tmp_path / "s.png")
-    base = ["stylize", str(tmp_path / "c.png"), str(tmp_path / "s.png"), "--content-size", "0"]
+    base = ["stylize", str(tmp_path / "c.png"), str(tmp_path / "s.png"), "--content-size", "0", "--style-size", "0"]
     assert CliRunner().invoke(app, [*base, "-o", str(tmp_path / "whole.png")]).exit_code == 0
     result = CliRunner().invoke(app, [*base, "-o", str(tmp_path / "tiled.png"), "--tile", "64"])
     assert result.exit_code == 0, result.stderr
@@ -75,7 +75,7 @@ def test_interpolate_takes_the_tile_flag_too(weights_home, tmp_path):
     for i in (1, 2):
         synthetic_image(40, 40, seed=6 + i).save(tmp_path / f"s{i}.png")
     base = ["interpolate", str(tmp_path / "c.png"), str(tmp_path / "s1.png"), str(tmp_path / "s2.png"),
-            "--content-size", "0"]
+            "--content-size", "0", "--style-size", "0"]
     assert CliRunner().invoke(app, [*base, "-o", str(tmp_path / "whole.png")]).exit_code == 0
     assert CliRunner().invoke(app, [*base, "-o", str(tmp_path / "tiled.png"), "--tile", "48"]).exit_code == 0
     difference = ImageChops.difference(Image.open(tmp_path / "whole.png"), Image.open(tmp_path / "tiled.png"))

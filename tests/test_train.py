@@ -37,7 +37,7 @@ def folders(tmp_path: Path) -> tuple[Path, Path]:
 
 def config(folders, weights, out: Path, **overrides) -> training.TrainConfig:
     values = dict(content_dir=str(folders[0]), style_dir=str(folders[1]), out=str(out), vgg=str(weights[0]),
-                  iterations=4, batch_size=2, image_size=72, crop_size=64, workers=0, save_every=2,
+                  iterations=4, batch_size=2, image_size=40, crop_size=32, workers=0, save_every=2,
                   preview_every=2, device="cpu")
     return training.TrainConfig(**{**values, **overrides})
 
@@ -222,17 +222,17 @@ def test_sample_streams_are_reproducible_and_sharded():
 
 
 def test_bad_configurations_are_usage_errors(folders, weights, tmp_path):
-    with pytest.raises(UsageError, match="crop-size 128 is larger than image-size 72"):
+    with pytest.raises(UsageError, match="crop-size 128 is larger than image-size 40"):
         config(folders, weights, tmp_path, crop_size=128)
     with pytest.raises(UsageError, match="multiple of 8"):
-        config(folders, weights, tmp_path, crop_size=60)
+        config(folders, weights, tmp_path, crop_size=20)
 
 
 # --- the command, in real processes -----------------------------------------------------------
 
 def train_command(folders, weights, out: Path, *extra: str) -> list[str]:
     return ["--coco", str(folders[0]), "--wikiart", str(folders[1]), "--out", str(out), "--vgg", str(weights[0]),
-            "--batch-size", "2", "--image-size", "72", "--crop-size", "64", "--workers", "0", "--device", "cpu",
+            "--batch-size", "2", "--image-size", "40", "--crop-size", "32", "--workers", "0", "--device", "cpu",
             *extra]
 
 
