@@ -49,6 +49,7 @@ class Scenario:
     styles: int
     content_size: tuple[int, int] | None  # exact (width, height) at original size, or None: photos at `side`
     side: int = 512  # --content-size (0 with an exact size)
+    style_side: int = 512  # --style-size
     extra: tuple[str, ...] = ()  # extra `adain stylize` options
     cuda: bool = False
     modes: tuple[str, ...] = field(default=("baseline", "fp32", "bf16"))
@@ -68,9 +69,9 @@ SCENARIOS = {
     )
 }
 SMOKE = {
-    "pair512": Scenario("pair512", 1, 1, None, side=64),
-    "batch4x4": Scenario("batch4x4", 2, 2, None, side=64),
-    "1080p": Scenario("1080p", 1, 1, (96, 64), side=0, extra=("--max-memory", "1M")),
+    "pair512": Scenario("pair512", 1, 1, None, side=64, style_side=64),
+    "batch4x4": Scenario("batch4x4", 2, 2, None, side=64, style_side=64),
+    "1080p": Scenario("1080p", 1, 1, (96, 64), side=0, style_side=64, extra=("--max-memory", "1M")),
     "cuda256": Scenario("cuda256", 2, 1, (64, 64), cuda=True, modes=("fp32", "bf16", "fp16")),
 }
 
@@ -107,14 +108,15 @@ def _plain(layers: list[torch.nn.Module], x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def baseline(contents: list[Path], styles: list[Path], out: Path, side: int, vgg: Path, decoder: Path) -> None:
+def baseline(contents: list[Path], styles: list[Path], out: Path, side: int, style_side: int, vgg: Path,
+             decoder: Path) -> None:
     encoder_layers = [layer for part in load_encoder(vgg).slices for layer in part]
     decoder_layers = list(load_decoder(decoder))
     with torch.no_grad():
         for content_path in contents:
             for style_path in styles:
                 content = images.load_tensor(content_path, side, False, None)
-                style = images.load_tensor(style_path, 512, False, None)
+                style = images.load_tensor(style_path, style_side, False, None)
                 content_f, style_f = _plain(encoder_layers, content), _plain(encoder_layers, style)
                 stylized = _plain(decoder_layers, adain(content_f, feature_stats(style_f)))
                 height, width = content.shape[-2:]
@@ -172,14 +174,15 @@ def run_scenario(scenario: Scenario, modes: list[str], scratch: Path, vgg: Path,
         out = folder / f"out_{mode}"
         out.mkdir(exist_ok=True)
         if mode == "baseline":
-            command = [sys.executable, __file__, "--baseline-child", str(out), str(scenario.side), str(vgg),
-                       str(decoder), *map(str, contents), "--", *map(str, styles)]
+            command = [sys.executable, __file__, "--baseline-child", str(out), str(scenario.side),
+                       str(scenario.style_side), str(vgg), str(decoder), *map(str, contents), "--", *map(str, styles)]
         else:
             if mode == "bf16" and not cpu_has_fast_bf16():
                 print(f"{scenario.name:>9}{mode:>10}   not run: no fast bf16 on this CPU", flush=True)
                 continue
             command = [sys.executable, "-m", "adain_cli", "stylize", str(folder / "content"), str(folder / "style"),
                        "-o", str(out if outputs > 1 else out / "out.png"), "--content-size", str(scenario.side),
+                       "--style-size", str(scenario.style_side),
                        "--vgg", str(vgg), "--decoder", str(decoder), "--device", "cpu", "--precision", mode,
                        "--overwrite", "--quiet", *scenario.extra]
         seconds, peak = measure(command)
@@ -191,10 +194,10 @@ def run_scenario(scenario: Scenario, modes: list[str], scratch: Path, vgg: Path,
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--baseline-child":
-        out, side, vgg, decoder, *rest = sys.argv[2:]
+        out, side, style_side, vgg, decoder, *rest = sys.argv[2:]
         split = rest.index("--")
         baseline([Path(p) for p in rest[:split]], [Path(p) for p in rest[split + 1:]], Path(out), int(side),
-                 Path(vgg), Path(decoder))
+                 int(style_side), Path(vgg), Path(decoder))
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--random-weights", action="store_true", help="He-initialised weights: no files needed")

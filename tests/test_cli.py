@@ -205,6 +205,13 @@ def test_usage_errors_typer_finds_are_one_line_too(weights_home, pair, tmp_path,
     assert "Usage:" not in result.output
 
 
+def test_the_readme_quotes_a_usage_error_as_it_is_printed(weights_home, pair, tmp_path):
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    quoted = readme.split("--alpha 1.5` prints\n`")[1].split("`")[0]
+    result = adain("stylize", *pair, "-o", tmp_path / "o.png", "--alpha", "1.5")
+    assert result.stderr.strip() == quoted
+
+
 def test_a_missing_option_is_one_line(weights_home, pair):
     result = adain("stylize", *pair)
     assert result.exit_code == 2

@@ -29,6 +29,11 @@ from rich.progress import (
 )
 from typer.core import TyperGroup
 
+try:  # Typer vendors Click since 0.2x; before, Click was a package of its own
+    from typer._click import exceptions as click_errors
+except ImportError:  # pragma: no cover (older Typer)
+    from click import exceptions as click_errors  # type: ignore[no-redef]
+
 from . import __version__, batch, color, device, images, install, interpolate, jobs, memory, weights
 from .download import RetryPolicy
 from .errors import EXIT_INTERRUPTED, EXIT_WEIGHTS, AdainError, UsageError
@@ -44,6 +49,10 @@ def _say_error(message: str) -> None:
     typer.echo(f"adain: error: {message}", err=True)
 
 
+# Click 8.2 raises this for a command given no arguments when it should show its help.
+_NO_ARGS_IS_HELP = getattr(click_errors, "NoArgsIsHelpError", ())
+
+
 class _OneLineErrors(TyperGroup):
     """Usage errors Typer finds itself (a missing option, a value out of range) as one line,
     `adain: error: ...` with exit code 2, like every other error: no Usage/Try block."""
@@ -54,17 +63,17 @@ class _OneLineErrors(TyperGroup):
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         try:
             code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
-        except typer._click.exceptions.NoArgsIsHelpError as exc:
+        except _NO_ARGS_IS_HELP as exc:
             exc.show()  # `adain` alone: the help
             sys.exit(exc.exit_code)
-        except typer._click.exceptions.ClickException as exc:
+        except click_errors.ClickException as exc:
             message = exc.format_message().strip().rstrip(".")
             context = getattr(exc, "ctx", None)
             if context is not None:
                 message += f"; see '{context.command_path} --help'"
             _say_error(message)
             sys.exit(exc.exit_code)
-        except typer._click.exceptions.Abort:
+        except click_errors.Abort:
             _say_error("aborted")
             sys.exit(1)
         sys.exit(code if isinstance(code, int) else 0)

@@ -37,7 +37,8 @@ class WeightSpec:
     licence: str
 
     def layout(self) -> dict[str, torch.Size]:
-        return layout(build_vgg() if self.role == "encoder" else Decoder())
+        with torch.device("meta"):  # keys and shapes only: no memory, no random initialisation
+            return layout(build_vgg() if self.role == "encoder" else Decoder())
 
 
 @cache
