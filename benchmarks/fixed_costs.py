@@ -10,7 +10,9 @@ For each precision, one run measures side by side:
   (imports, weights, decoding, the style's encoding, the content's encoding, the decoder,
   the 8-bit conversion, PNG encoding and writing), each timed;
 - with --before, the whole process of another source tree (its `src` folder), e.g. a checkout
-  of the code before a change.
+  of the code before a change;
+- PNG encoding of that run's output at zlib levels 1, 3, 6 (Pillow's default) and 9: time
+  (best of 3) and size, the trade behind images.PNG_COMPRESS_LEVEL.
 The *network time* is the content's encoding plus the decoder: the work that makes this
 image (about 1.9 TFLOP at 1080p). Everything else is a fixed cost around it, the style's
 encoding included; the target is a whole process within 1.3x of the network time.
@@ -19,6 +21,7 @@ encoding included; the target is a whole process within 1.3x of the network time
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import platform
@@ -64,17 +67,21 @@ print(json.dumps(stages))
 """
 
 
-def whole_process(source: Path | None, args: list[str], repeats: int) -> float:
-    env = dict(os.environ)
-    if source is not None:
-        env["PYTHONPATH"] = str(source)
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "adain_cli", "stylize", *args], check=True, env=env,
-                       stdout=subprocess.DEVNULL)
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+def whole_processes(sources: dict[str, Path | None], args: list[str], repeats: int) -> dict[str, list[float]]:
+    """Wall times of `adain stylize` from each source tree (None: this one), interleaved round by
+    round in alternating order, so that a slow spell of a noisy machine hits them alike."""
+    times: dict[str, list[float]] = {label: [] for label in sources}
+    for round_number in range(repeats):
+        order = list(sources) if round_number % 2 == 0 else list(reversed(sources))
+        for label in order:
+            env = dict(os.environ)
+            if sources[label] is not None:
+                env["PYTHONPATH"] = str(sources[label])
+            started = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "adain_cli", "stylize", *args], check=True, env=env,
+                           stdout=subprocess.DEVNULL)
+            times[label].append(time.perf_counter() - started)
+    return times
 
 
 def main() -> None:
@@ -106,18 +113,39 @@ def main() -> None:
             command = [str(content), str(style), "-o", str(scratch / "out.png"), "--content-size", "0",
                        "--vgg", str(vgg), "--decoder", str(decoder), "--device", "cpu", "--precision", precision,
                        "--overwrite", "--quiet"]
-            whole = whole_process(None, command, args.repeats)
-            before = whole_process(args.before, command, args.repeats) if args.before else None
+            sources = {"now": None, **({"before": args.before} if args.before else {})}
+            times = whole_processes(sources, command, args.repeats)
+            whole = statistics.median(times["now"])
+            before = statistics.median(times["before"]) if args.before else None
             child = subprocess.run([sys.executable, "-c", CHILD, str(content), str(style), str(scratch / "staged.png"),
                                     str(vgg), str(decoder), precision], check=True, capture_output=True, text=True)
             stages = json.loads(child.stdout.strip().splitlines()[-1])
             network = sum(v for k, v in stages.items() if k.startswith("NETWORK"))
             print(f"\n{precision}: whole process {whole:.2f} s = {whole / network:.2f}x the network time "
                   f"({network:.2f} s)" + (f"; before: {before:.2f} s ({before / network:.2f}x)" if before else ""))
+            for label, runs in times.items():
+                print(f"  runs {label}: {', '.join(f'{t:.2f}' for t in runs)}")
             for name, seconds in stages.items():
                 print(f"  {name:<24}{seconds:>7.2f} s {seconds / whole:>6.1%}")
             rest = whole - sum(stages.values())
             print(f"  {'interpreter, other':<24}{rest:>7.2f} s {rest / whole:>6.1%}")
+        png_levels(scratch / "staged.png")
+
+
+def png_levels(path: Path) -> None:
+    from PIL import Image
+
+    with Image.open(path) as image:
+        image.load()
+        print(f"\nPNG encoding of that output ({image.width}x{image.height}), best of 3:")
+        for level in (1, 3, 6, 9):
+            best, size = float("inf"), 0
+            for _ in range(3):
+                buffer = io.BytesIO()
+                started = time.perf_counter()
+                image.save(buffer, "PNG", compress_level=level)
+                best, size = min(best, time.perf_counter() - started), len(buffer.getvalue())
+            print(f"  level {level}: {best:.3f} s, {size / 1e6:.2f} MB")
 
 
 if __name__ == "__main__":
