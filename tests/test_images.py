@@ -134,6 +134,17 @@ def test_an_unreadable_profile_is_ignored_as_viewers_do(tmp_path: Path):
     assert images.load_image(tmp_path / "broken.png").tobytes() == original.tobytes()
 
 
+def test_colours_that_cannot_be_converted_are_one_clear_error(tmp_path: Path, monkeypatch):
+    synthetic_image(8, 8).save(tmp_path / "odd.png", icc_profile=icc_profile("Adobe RGB (1998)", *ADOBE_RGB))
+
+    def refuse(*args, **kwargs):
+        raise ImageCms.PyCMSError("cannot apply transform")
+
+    monkeypatch.setattr(ImageCms, "applyTransform", refuse)
+    with pytest.raises(ImageError, match="odd.png: cannot convert its colours to sRGB"):
+        images.load_image(tmp_path / "odd.png")
+
+
 def test_32_bit_integer_images_are_scaled_by_the_range_their_values_use(tmp_path: Path):
     eight_bit_values = Image.new("I", (2, 1))
     eight_bit_values.putpixel((0, 0), 200)

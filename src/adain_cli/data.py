@@ -46,11 +46,11 @@ def _generator(*seeds: int) -> torch.Generator:
 def load_for_training(path: Path, image_size: int, max_pixels: int | None = images.DEFAULT_MAX_PIXELS) -> Image.Image:
     """Decode with the shorter side resized to `image_size` (aspect kept); large JPEGs decode
     through draft mode. ImageError for anything unusable, tiny images included."""
-    image = images.decode_upright(path, max_pixels, shorter_side=image_size)
+    image = images.load_image(path, max_pixels, shorter_side=image_size)
     if min(image.size) < MIN_TRAIN_SIDE:
         width, height = image.size
         raise ImageError(path, f"{width}x{height} is too small (shorter side under {MIN_TRAIN_SIDE} px)")
-    return images.resize_shorter_side(images.to_rgb(image), image_size)
+    return images.resize_shorter_side(image, image_size)
 
 
 class RandomCrops(Dataset):

@@ -67,12 +67,18 @@ def _pillow_bomb_check_disabled() -> Iterator[None]:
             Image.MAX_IMAGE_PIXELS = saved
 
 
-def load_image(path: Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """Decode an image file into upright 8-bit RGB, or raise ImageError saying why not.
+def load_image(path: Path, max_pixels: int | None = DEFAULT_MAX_PIXELS,
+               shorter_side: int | None = None) -> Image.Image:
+    """Decode an image file into upright 8-bit sRGB, or raise ImageError saying why not.
 
-    `max_pixels` guards against decompression bombs; None allows any size.
+    `max_pixels` guards against decompression bombs; None allows any size. `shorter_side`
+    lets a large JPEG decode at reduced scale (see `decode_upright`).
     """
-    return to_rgb(decode_upright(path, max_pixels))
+    image = decode_upright(path, max_pixels, shorter_side)
+    try:
+        return to_rgb(image)
+    except (ImageCms.PyCMSError, OSError, ValueError) as exc:  # a colour transform LittleCMS refuses, say
+        raise ImageError(path, f"cannot convert its colours to sRGB ({exc})") from exc
 
 
 def decode_upright(

@@ -67,6 +67,14 @@ def _pad_to_stride(image: Tensor) -> Tensor:
     return F.pad(image, (0, pad_w, 0, pad_h), mode="reflect")
 
 
+def _execution_of(device: str | torch.device, execution: Execution | None, options: dict[str, Any]) -> Execution:
+    if execution is None:
+        return Execution.resolve(device, **options)
+    if options or device != "auto":
+        raise TypeError("pass either execution or device and options, not both")
+    return execution
+
+
 class Stylizer:
     """An encoder and decoder on one device. Load once, stylize many images."""
 
@@ -75,9 +83,7 @@ class Stylizer:
         """Give either `execution` (options resolved once, as the commands do) or `device` and
         the keyword options of `Execution.resolve`: precision, tile, max_memory, batch_size, compile.
         The modules are moved to the device, dtype and layout."""
-        if execution is not None and (options or device != "auto"):
-            raise TypeError("pass either execution or device and options, not both")
-        self.execution = execution or Execution.resolve(device, **options)
+        self.execution = _execution_of(device, execution, options)
         self._encoder = Network(encoder, self.execution, ENCODER, keeps_features=True)
         self._decoder = Network(decoder, self.execution, DECODER, float_output=True)
         self.encoder, self.decoder = encoder, decoder
@@ -87,7 +93,7 @@ class Stylizer:
                    device: str | torch.device = "auto", *, execution: Execution | None = None,
                    **options: Any) -> Stylizer:
         """Load weights in the public AdaIN layout; missing paths come from the weights directory."""
-        execution = execution or Execution.resolve(device, **options)  # bad options fail before any reading
+        execution = _execution_of(device, execution, options)  # bad options fail before any reading
         vgg_path, decoder_path = resolve_paths(None if vgg is None else Path(vgg),
                                                None if decoder is None else Path(decoder))
         return cls(load_encoder(vgg_path), load_decoder(decoder_path), execution=execution)
