@@ -69,7 +69,7 @@ def test_steps_and_alpha_sweep_cover_the_range():
 def test_an_all_white_mask_equals_style_one_alone():
     features = torch.rand(1, 8, 6, 6)
     styles = [feature_stats(torch.randn(1, 8, 5, 5) + 3), feature_stats(torch.randn(1, 8, 5, 5) - 3)]
-    fractions = mixing.region_fractions(torch.zeros(48, 48, dtype=torch.long), 2, (48, 48))
+    fractions = mixing.region_fractions(torch.zeros(48, 48, dtype=torch.long), 2)
     torch.testing.assert_close(mixing.regional_adain(features, fractions, styles), adain(features, styles[0]))
 
 
@@ -78,7 +78,7 @@ def test_a_half_and_half_mask_puts_each_styles_statistics_in_its_half():
     styles = [feature_stats(torch.randn(1, 8, 5, 5) * 2 + 5), feature_stats(torch.randn(1, 8, 5, 5) * 0.5 - 5)]
     labels = torch.zeros(64, 64, dtype=torch.long)
     labels[:, 32:] = 1  # left white (style 1), right black (style 2)
-    target = mixing.regional_adain(features, mixing.region_fractions(labels, 2, (64, 64)), styles)
+    target = mixing.regional_adain(features, mixing.region_fractions(labels, 2), styles)
     for half, style in ((target[..., :4], styles[0]), (target[..., 4:], styles[1])):
         torch.testing.assert_close(feature_stats(half).mean, style.mean, atol=1e-4, rtol=1e-4)
         torch.testing.assert_close(feature_stats(half).std, style.std, atol=1e-3, rtol=1e-3)
@@ -87,7 +87,7 @@ def test_a_half_and_half_mask_puts_each_styles_statistics_in_its_half():
 def test_mask_labels_are_padded_by_reflection_like_the_content():
     labels = torch.zeros(20, 16, dtype=torch.long)
     labels[19] = 1  # only the last row is region 1; the content is reflected from 20 to 24 rows
-    fractions = mixing.region_fractions(labels, 2, (24, 16))
+    fractions = mixing.region_fractions(labels, 2)
     # Rows 16..23 form the last cell row: row 19 is region 1, and padded rows 20..23 mirror rows 18..15 (region 0).
     assert fractions[1, -1].tolist() == [1 / 8, 1 / 8]
 
@@ -95,7 +95,7 @@ def test_mask_labels_are_padded_by_reflection_like_the_content():
 def test_region_boundaries_inside_a_cell_blend_instead_of_a_seam():
     labels = torch.zeros(16, 16, dtype=torch.long)
     labels[:, 4:] = 1  # the boundary falls inside the first 8 px cell
-    fractions = mixing.region_fractions(labels, 2, (16, 16))
+    fractions = mixing.region_fractions(labels, 2)
     assert fractions[:, 0, 0].tolist() == [0.5, 0.5]
     torch.testing.assert_close(fractions.sum(dim=0), torch.ones(2, 2))
 

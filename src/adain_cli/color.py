@@ -86,9 +86,9 @@ def recolours_output(mode: ColorMode) -> bool:
 
 def prepare_style(style: Tensor, content: Tensor, mode: ColorMode) -> Tensor:
     """The style image as the encoder should see it under `mode`."""
-    return coral(style, content) if mode == "coral" else style
+    return coral(style, content) if recolours_style(mode) else style
 
 
 def finish(stylized: Tensor, content: Tensor, mode: ColorMode) -> Tensor:
     """The stylized image after the colour step of `mode`."""
-    return keep_content_colors(stylized, content) if mode == "luminance" else stylized
+    return keep_content_colors(stylized, content) if recolours_output(mode) else stylized

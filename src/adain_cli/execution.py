@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from . import memory, tiling
 from .device import Precision, compute_dtype, pick_device
 from .errors import UsageError
-from .model import STRIDE
+from .model import STRIDE, cat
 from .tiling import Geometry
 
 # Pairs per network call on CUDA by default: enough to fill a large GPU at 512 px.
@@ -112,8 +112,7 @@ class Network:
                 if not memory.is_exhausted(exc):
                     raise
                 memory.release(self.execution.device)
-        parts = [self._fitted(x[i:i + 1], slice(i, i + 1), tile, prepare) for i in range(count)]
-        return parts[0] if count == 1 else torch.cat(parts)  # one part (the usual case) is used as it is
+        return cat([self._fitted(x[i:i + 1], slice(i, i + 1), tile, prepare) for i in range(count)])
 
     def _pass(self, x: Tensor, items: slice, tile: int | None, prepare: Prepare | None) -> Tensor:
         def window(part: Tensor) -> Tensor:

@@ -44,8 +44,8 @@ MIN_SIDE = 16
 # Pillow's own decompression-bomb threshold (about 89 megapixels); --max-pixels changes it.
 DEFAULT_MAX_PIXELS = 89_478_485
 DEFAULT_QUALITY = 95
-# zlib level for PNG outputs: 3 writes a 1080p image 2.8x faster than Pillow's default 6, for
-# files about 9% larger (BENCHMARKS.md, "Fixed costs"); the pixels are the same at any level.
+# zlib level for PNG outputs: 3 writes a 1080p image 2.7x faster than Pillow's default 6, for
+# files about 10% larger (BENCHMARKS.md, "Fixed costs"); the pixels are the same at any level.
 PNG_COMPRESS_LEVEL = 3
 
 # Transparent pixels are composited onto white before stylizing (documented in the README).

@@ -32,7 +32,7 @@ class Plan:
     labels: bool = False
     mask: Path | None = None
 
-    def jobs(self) -> list[Output]:
+    def output_jobs(self) -> list[Output]:
         if self.sheet_columns:
             return [Output(self, self.outputs[0], self.frames)]
         return [Output(self, out, (frame,)) for out, frame in zip(self.outputs, self.frames, strict=True)]
@@ -115,7 +115,7 @@ def run(stylizer: Stylizer, job: Plan, settings: jobs.Settings,
     """Render and write the plan's outputs; existing ones are skipped unless settings.overwrite."""
     record = jobs.Recorder(on_outcome)
     pending = []
-    for output in job.jobs():
+    for output in job.output_jobs():
         if settings.overwrite or not output.output.exists():
             pending.append(output)
         else:
@@ -155,9 +155,8 @@ def _render(stylizer: Stylizer, job: Plan, settings: jobs.Settings,
     """Each frame as an image tensor; the content and every style are encoded once."""
     s = settings
     try:
-        original = images.load_image(job.content, s.max_pixels)
-        content = stylizer.encode_content(images.to_tensor(images.prepare(original, s.content_size, s.crop,
-                                                                          job.content)))
+        original = images.load_image(job.content, s.max_pixels)  # the mask needs its original size
+        content = stylizer.encode_content(s.prepare_content(original, job.content))
         stats = [stylizer.style_stats(s.load_style(path), content, s.color_mode) for path in job.styles]
         if job.mask is not None:
             labels = mixing.load_mask(job.mask, original.size, s.content_size, s.crop, len(stats), s.max_pixels)

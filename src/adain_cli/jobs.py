@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
 
+from PIL import Image
 from torch import Tensor
 
 from . import color, images, memory
@@ -53,9 +54,14 @@ class Settings:
 
     def load_content(self, path: Path) -> Tensor:
         """A content file decoded and resized as the network takes it: (1, 3, H, W) in [0, 1]."""
-        return images.load_tensor(path, self.content_size, self.crop, self.max_pixels)
+        return self.prepare_content(images.load_image(path, self.max_pixels), path)
+
+    def prepare_content(self, image: Image.Image, path: Path) -> Tensor:
+        """A decoded content (its original kept by a caller that needs its size) as the network takes it."""
+        return images.to_tensor(images.prepare(image, self.content_size, self.crop, path))
 
     def load_style(self, path: Path) -> Tensor:
+        """A style file decoded and resized as the network takes it: (1, 3, H, W) in [0, 1]."""
         return images.load_tensor(path, self.style_size, self.crop, self.max_pixels)
 
 

@@ -22,6 +22,7 @@ from torch import Tensor
 from . import images
 from .errors import ImageError, UsageError
 from .model import STRIDE, FeatureStats, adain, feature_stats
+from .tiling import pad_to_stride
 
 
 def normalise_weights(weights: Sequence[float] | None, count: int) -> tuple[float, ...]:
@@ -131,7 +132,7 @@ def load_mask(path: Path, content_size: tuple[int, int], size: int, crop: bool, 
     return torch.frombuffer(bytearray(labels.tobytes()), dtype=torch.uint8).view(height, width).long()
 
 
-def region_fractions(labels: Tensor, regions: int, padded_size: tuple[int, int]) -> Tensor:
+def region_fractions(labels: Tensor, regions: int) -> Tensor:
     """Per-region coverage of each feature cell, (regions, h/8, w/8), summing to 1 per cell.
 
     `labels` is (H, W) with the region index of each content pixel. It is padded as the
@@ -140,12 +141,8 @@ def region_fractions(labels: Tensor, regions: int, padded_size: tuple[int, int])
     boundary get fractional weights, and the decoded result blends across it instead of
     a hard seam.
     """
-    height, width = labels.shape
     one_hot = F.one_hot(labels.long(), regions).permute(2, 0, 1).float().unsqueeze(0)  # (1, R, H, W)
-    pad_h, pad_w = padded_size[0] - height, padded_size[1] - width
-    if pad_h or pad_w:
-        one_hot = F.pad(one_hot, (0, pad_w, 0, pad_h), mode="reflect")
-    return F.avg_pool2d(one_hot, STRIDE, ceil_mode=True)[0]
+    return F.avg_pool2d(pad_to_stride(one_hot), STRIDE)[0]  # (R, ceil(H/8), ceil(W/8))
 
 
 def masked_stats(features: Tensor, member: Tensor) -> FeatureStats:
@@ -196,7 +193,6 @@ def regional_adain(features: Tensor, fractions: Tensor, styles: Sequence[Feature
 def masked_target(labels: Tensor, features: Tensor, styles: Sequence[FeatureStats]) -> Tensor:
     """The AdaIN target under a mask: `labels` (H, W) from `load_mask`, `features` the content's
     (1, 512, h, w) relu4_1 features from its stride-padded image."""
-    padded = (features.shape[-2] * STRIDE, features.shape[-1] * STRIDE)
-    fractions = region_fractions(labels, len(styles), padded)
+    fractions = region_fractions(labels, len(styles))
     check_regions(fractions, set(labels.unique().tolist()))
     return regional_adain(features, fractions, styles)

@@ -22,15 +22,14 @@ from pathlib import Path
 from typing import Any, overload
 
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
 from . import color, images, mixing
 from .errors import UsageError
 from .execution import Execution, Network
-from .model import STRIDE, Decoder, Encoder, FeatureStats, adain, blend, feature_stats
-from .tiling import DECODER, ENCODER
+from .model import Decoder, Encoder, FeatureStats, adain, blend, cat, feature_stats
+from .tiling import DECODER, ENCODER, pad_to_stride
 from .weights import load_decoder, load_encoder, resolve_paths
 
 StyleInput = Image.Image | Tensor | FeatureStats
@@ -55,16 +54,6 @@ class EncodedContent:
     def size(self) -> tuple[int, int]:
         """(height, width) of the image, and so of every output made from it."""
         return self.image.shape[-2], self.image.shape[-1]
-
-
-def _pad_to_stride(image: Tensor) -> Tensor:
-    # Reflect up to a multiple of the encoder's stride; outputs are cropped back
-    # (the cleaner borders of the two ways measured: BENCHMARKS.md, "Edge handling").
-    height, width = image.shape[-2:]
-    pad_h, pad_w = -height % STRIDE, -width % STRIDE
-    if not (pad_h or pad_w):
-        return image
-    return F.pad(image, (0, pad_w, 0, pad_h), mode="reflect")
 
 
 def _execution_of(device: str | torch.device, execution: Execution | None, options: dict[str, Any]) -> Execution:
@@ -113,7 +102,7 @@ class Stylizer:
     def encode_contents(self, images: Tensor) -> list[EncodedContent]:
         """Stage 1 for a batch (N, 3, H, W) of same-size contents, in one encoder call where it fits."""
         images = images.to(self.device, torch.float32)
-        features = self._encoder.run(_pad_to_stride(images))  # (N, 512, ceil(H/8), ceil(W/8))
+        features = self._encoder.run(pad_to_stride(images))  # (N, 512, ceil(H/8), ceil(W/8))
         stats = feature_stats(features)
         return [EncodedContent(images[i:i + 1], features[i:i + 1], stats[i:i + 1]) for i in range(len(images))]
 
@@ -151,7 +140,7 @@ class Stylizer:
         second full-size feature map.
         """
         check_alpha(alpha)
-        features = contents[0].features if len(contents) == 1 else torch.cat([c.features for c in contents])
+        features = cat([c.features for c in contents])
         content_stats = FeatureStats.cat([c.stats for c in contents])
         style_stats = FeatureStats.cat(styles).to(self.device)
 
@@ -173,8 +162,7 @@ class Stylizer:
         decoded = decoded[..., :height, :width]  # the stride padding cropped off: (N, 3, H, W)
         if not color.recolours_output(color_mode):
             return decoded
-        parts = [color.finish(decoded[i:i + 1], c.image, color_mode) for i, c in enumerate(contents)]
-        return parts[0] if len(parts) == 1 else torch.cat(parts)
+        return cat([color.finish(decoded[i:i + 1], c.image, color_mode) for i, c in enumerate(contents)])
 
     # --- all stages at once ----------------------------------------------------------------
 

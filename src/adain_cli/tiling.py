@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from .model import STRIDE
@@ -44,6 +45,17 @@ class Geometry:
 ENCODER = Geometry(unit=1, halo=40, scale=Fraction(1, STRIDE))
 # A decoder output pixel reaches 8 + 16 + 4 + 2 = 30 px back into the features: 4 cells.
 DECODER = Geometry(unit=STRIDE, halo=4, scale=Fraction(STRIDE))
+
+
+def pad_to_stride(x: Tensor) -> Tensor:
+    """x (N, C, H, W) reflected up to a multiple of the encoder's stride at the bottom and right;
+    outputs are cropped back (the cleaner borders of the two ways measured: BENCHMARKS.md,
+    "Edge handling"). Anything laid over the image (mask labels) is padded the same way."""
+    height, width = x.shape[-2:]
+    pad_h, pad_w = -height % STRIDE, -width % STRIDE
+    if not (pad_h or pad_w):
+        return x
+    return F.pad(x, (0, pad_w, 0, pad_h), mode="reflect")
 
 
 def _spans(length: int, core: int, halo: int) -> Iterator[tuple[int, int, int, int]]:

@@ -41,6 +41,7 @@ from . import data, images
 from .atomic import atomic_write
 from .device import DTYPES, PRECISIONS, Precision, pick_device
 from .errors import AdainError, TrainingError, UsageError, WeightsError
+from .interpolate import contact_sheet
 from .model import STRIDE, Decoder, Encoder, adain, feature_stats
 from .weights import DECODER_FILE, load_encoder
 
@@ -255,8 +256,6 @@ def _preview(encoder: Encoder, decoder: Decoder, contents: Tensor, styles: Tenso
     with torch.no_grad():
         outputs = decoder(adain(encoder(contents), feature_stats(encoder(styles))))
     decoder.train(was_training)
-    from .interpolate import contact_sheet  # the same sheets as `adain interpolate` makes
-
     tiles = [t.unsqueeze(0) for triple in zip(contents, styles, outputs, strict=True) for t in triple]
     path.parent.mkdir(parents=True, exist_ok=True)
     images.save_image(contact_sheet(tiles, columns=3), path)
@@ -285,7 +284,6 @@ class _Run:
     """What a run holds from one iteration to the next."""
 
     config: TrainConfig
-    out: Path
     ranks: Ranks
     device: torch.device
     encoder: Encoder
@@ -301,6 +299,10 @@ class _Run:
     started: float
     previews: tuple[Tensor, Tensor] | None = None  # rank 0 only
     metrics: _MetricsLog | None = None  # rank 0 only
+
+    @property
+    def out(self) -> Path:
+        return Path(self.config.out)
 
 
 def train(
@@ -364,7 +366,7 @@ def _setup(config: TrainConfig, ranks: Ranks, device: torch.device, resume: str 
     model.train()
 
     pin = device.type == "cuda"
-    run = _Run(config, out, ranks, device, encoder, encoder_id, decoder, model, optimizer, scaler,
+    run = _Run(config, ranks, device, encoder, encoder_id, decoder, model, optimizer, scaler,
                _batches(content_paths, config, start, ranks, pin), _batches(style_paths, config, start, ranks, pin),
                start, skipped, time.perf_counter())
     if ranks.main:
