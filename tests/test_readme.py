@@ -4,7 +4,8 @@ weights, a local HTTP server standing in for the download site).
 
 The examples run shortened, as a test must, without changing what they exercise: image
 sizes a line leaves out run at the small files' own size (`--content-size 0 --style-size 0`)
-and sizes above 64 px at 64 px; `adain train` lines with two iterations on 32 px crops; the
+and sizes above 64 px at 64 px (videos too: their clips are 40x32, 3 s at 10 fps); `adain
+train` lines with two iterations on 32 px crops; the
 Python snippet at 64 px. The torchrun lines are exercised by test_train's two-process run.
 """
 
@@ -12,9 +13,11 @@ from __future__ import annotations
 
 import re
 import shlex
+from fractions import Fraction
 from pathlib import Path
 
 import pytest
+from clips import make_clip, moving_frames
 from conftest import link_or_copy, synthetic_image
 from PIL import Image
 from typer.testing import CliRunner
@@ -65,6 +68,13 @@ def workdir(tmp_path: Path, weights_home: Path, weights, good_files, monkeypatch
         (tmp_path / folder).mkdir()
         for seed in range(3):
             synthetic_image(88, 72, seed=30 + seed).save(tmp_path / folder / f"{folder}{seed}.jpg")
+    # Videos: three seconds at 10 fps with sound, a phone clip rotated 90 degrees, a style clip.
+    make_clip(tmp_path / "clip.mp4", moving_frames(30, 40, 32), rate=Fraction(10), audio_seconds=3.0)
+    make_clip(tmp_path / "phone.mov", moving_frames(6, 40, 32, seed=2), rotation=90)
+    make_clip(tmp_path / "style-clip.mp4", moving_frames(4, 32, 32, seed=3))
+    (tmp_path / "frames-in").mkdir()
+    for i, pixels in enumerate(moving_frames(3, 40, 32, seed=4)):
+        Image.fromarray(pixels).save(tmp_path / "frames-in" / f"{i:03d}.png")
     for folder in ("weights", "usb-copy"):
         (tmp_path / folder).mkdir()
         for source in weights:
@@ -90,7 +100,7 @@ def shortened(words: list[str]) -> list[str]:
     if words[1] == "train":
         return [*words, "--iterations", "2", "--batch-size", "2", "--image-size", "40", "--crop-size", "32",
                 "--workers", "0"]
-    if words[1] not in ("stylize", "interpolate"):
+    if words[1] not in ("stylize", "interpolate", "video"):
         return words
     words = [str(min(int(word), LARGEST_SIZE)) if before in SIZE_OPTIONS else word
              for before, word in zip(["", *words], words, strict=False)]

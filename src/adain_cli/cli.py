@@ -12,6 +12,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -34,7 +35,7 @@ try:  # Typer vendors Click since 0.2x; before, Click was a package of its own
 except ImportError:  # pragma: no cover (older Typer)
     from click import exceptions as click_errors  # type: ignore[no-redef]
 
-from . import __version__, batch, color, device, images, install, interpolate, jobs, memory, weights
+from . import __version__, batch, color, device, images, install, interpolate, jobs, memory, steady, weights
 from .download import RetryPolicy
 from .errors import EXIT_INTERRUPTED, EXIT_WEIGHTS, AdainError, UsageError
 from .execution import Execution
@@ -51,6 +52,8 @@ def _say_error(message: str) -> None:
 
 # Click 8.2 raises this for a command given no arguments when it should show its help.
 _NO_ARGS_IS_HELP = getattr(click_errors, "NoArgsIsHelpError", ())
+# Click (not Typer's vendored copy) turns Ctrl-C at a prompt into Abort.
+_ABORT = getattr(click_errors, "Abort", ())
 
 
 class _OneLineErrors(TyperGroup):
@@ -73,7 +76,7 @@ class _OneLineErrors(TyperGroup):
                 message += f"; see '{context.command_path} --help'"
             _say_error(message)
             sys.exit(exc.exit_code)
-        except click_errors.Abort:
+        except _ABORT:
             _say_error("aborted")
             sys.exit(1)
         sys.exit(code if isinstance(code, int) else 0)
@@ -373,6 +376,183 @@ def interpolate_command(
         stylizer = _load_stylizer(vgg, decoder, execution, offline=offline, quiet=quiet)
         outcomes = interpolate.run(stylizer, job, settings, _reporter(as_json, quiet, debug))
     raise typer.Exit(jobs.exit_code(outcomes))
+
+
+@app.command("video")
+def video_command(
+    source: Annotated[str, typer.Argument(
+        metavar="INPUT", help="A video file (mp4, mov, mkv, webm, avi, gif...), or a folder or glob of frames.")],
+    styles: Annotated[list[str] | None, typer.Argument(
+        metavar="STYLE...", help="Paintings (mixed with --weights) or style videos; omit with --keyframes.",
+        show_default=False)] = None,
+    output: Annotated[str, typer.Option(
+        "--output", "-o", help="Output video (container from the extension), or a folder (ending in /) "
+                               "for PNG frames.")] = "",
+    weights_text: Annotated[str | None, typer.Option(
+        "--weights", "-w", metavar="W1,W2,...", help="Mix several STYLEs with these weights (default: equal).")
+    ] = None,
+    keyframes: Annotated[list[str] | None, typer.Option(
+        "--keyframes", "-k", metavar="T:STYLE,...",
+        help="Styles pinned to input times (seconds or mm:ss), eased from one to the next: "
+             "0:a.jpg,4.5:b.jpg,9:c.jpg. May be repeated.")] = None,
+    smooth: Annotated[float, typer.Option(
+        "--smooth", min=0.0, metavar="SECONDS",
+        help="Steady frames: average the content statistics over this time constant (0: off, each frame "
+             "as a still). Pixels are never blended.")] = steady.DEFAULT_SMOOTH,
+    start: Annotated[str | None, typer.Option(
+        "--start", metavar="T", help="Begin at this input time (seconds or mm:ss(.ff)).")] = None,
+    duration: Annotated[str | None, typer.Option(
+        "--duration", metavar="T", help="Stylize only this long (seconds or mm:ss(.ff)).")] = None,
+    fps: Annotated[float | None, typer.Option(
+        "--fps", min=0.001, metavar="RATE", help="Frame rate of a folder of frames (default 25).")] = None,
+    codec: Annotated[str | None, typer.Option(
+        "--codec", metavar="NAME",
+        help="h264 (mp4/mov/mkv default), vp9 (webm default), hevc, av1, prores, ffv1 (lossless), "
+             "h264_nvenc, hevc_nvenc, or any FFmpeg encoder.")] = None,
+    crf: Annotated[int | None, typer.Option(
+        "--crf", min=0, metavar="N", help="Constant quality, lower is better (h264 18, hevc 20, vp9 31, av1 30).")
+    ] = None,
+    preset: Annotated[str | None, typer.Option(
+        "--preset", metavar="NAME", help="Encoder speed/size trade-off (h264/hevc: ultrafast ... veryslow; "
+                                         "av1: 0-13).")] = None,
+    pix_fmt: Annotated[str | None, typer.Option(
+        "--pix-fmt", metavar="FMT", help="Output pixel format (default yuv420p; 4:4:4 for odd sizes).")] = None,
+    audio: Annotated[bool, typer.Option("--audio/--no-audio", help="Keep the input's sound.")] = True,
+    skip_bad_frames: Annotated[bool, typer.Option(
+        "--skip-bad-frames", help="Leave out frames that cannot be decoded instead of stopping.")] = False,
+    alpha: Alpha = 1.0,
+    content_size: ContentSize = 0,
+    style_size: StyleSize = 512,
+    crop: Crop = False,
+    preserve_color: PreserveColor = False,
+    luminance_only: LuminanceOnly = False,
+    vgg: VggPath = None,
+    decoder: DecoderPath = None,
+    device_name: Device = "auto",
+    precision: PrecisionOption = "fp32",
+    batch_size: Annotated[int, typer.Option(
+        "--batch-size", min=0, metavar="N", help="Frames per network call. 0: 8 on CUDA, else 1.")] = 0,
+    tile: Tile = 0,
+    max_memory: MaxMemory = "auto",
+    compile_: Compile = False,
+    offline: Offline = False,
+    overwrite: Overwrite = False,
+    max_pixels: MaxPixels = images.DEFAULT_MAX_PIXELS,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON summary object on stdout.")] = False,
+    quiet: Quiet = False,
+    debug: Debug = False,
+) -> None:
+    """Stylize a video frame by frame, keeping its timing, sound and orientation."""
+    with _error_boundary(debug):
+        video = _video_module()
+        if not output:
+            raise UsageError("give the output with -o OUTPUT (a video file, or a folder ending in /)")
+        settings = _settings(alpha, content_size, style_size, crop, preserve_color, luminance_only,
+                             images.DEFAULT_QUALITY, max_pixels, overwrite)
+        execution = _execution(device_name, precision, tile, max_memory, compile_, batch_size)
+        options = video.Options(
+            weights=None if weights_text is None else tuple(_parse_weights(weights_text) or ()),
+            keyframes=tuple(video.parse_keyframes(keyframes)) if keyframes else (),
+            segment=video.media.Segment(video.media.parse_time(start, "--start") if start else 0.0,
+                                        video.media.parse_time(duration, "--duration") if duration else None),
+            fps=None if fps is None else Fraction(fps).limit_denominator(1001), smooth=smooth,
+            encoding=video.media.Encoding(codec, crf, preset, pix_fmt, audio), skip_bad_frames=skip_bad_frames)
+        plan = video.plan(source, styles or [], output, settings, options)
+        try:
+            for notice in plan.notices:
+                if not quiet:
+                    typer.echo(f"adain: note: {notice}", err=True)
+            if plan.skip:
+                result = video.Result(plan, "skipped")
+            else:
+                stylizer = _load_stylizer(vgg, decoder, execution, offline=offline, quiet=quiet)
+                with _interrupt_on_sigterm(), _frame_progress(plan, quiet or as_json) as on_frames:
+                    result = video.run(stylizer, plan, settings, on_frames)
+        finally:
+            plan.close()
+        _report_video(result, as_json, quiet)
+    raise typer.Exit(0)
+
+
+def _video_module() -> Any:
+    """The video command's module; PyAV is a dependency, but an install may have lost it."""
+    try:
+        from . import video
+    except ImportError as exc:
+        if exc.name in ("av", "av.error"):
+            raise UsageError("adain video needs PyAV: pip install av") from None
+        raise
+    return video
+
+
+@contextmanager
+def _interrupt_on_sigterm() -> Iterator[None]:
+    """SIGTERM stops a long run as Ctrl-C does: nothing partial is left behind."""
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread (an embedding application): leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextmanager
+def _frame_progress(plan: Any, quiet: bool) -> Iterator[Callable[[int], None] | None]:
+    """Frames, frames/s and ETA: a bar on a terminal, a plain line every 10 s otherwise (on stderr,
+    so that stdout holds only the result)."""
+    if quiet:
+        yield None
+        return
+    total = plan.source.info.frames
+    began = time.perf_counter()
+    if not sys.stderr.isatty():
+        state = {"done": 0, "said": began}
+
+        def plain(count: int) -> None:
+            state["done"] += count
+            now = time.perf_counter()
+            if now - state["said"] >= 10:
+                state["said"] = now
+                of = f"/{total}" if total else ""
+                typer.echo(f"frame {state['done']}{of} ({state['done'] / (now - began):.2f} frames/s)", err=True)
+
+        yield plain
+        return
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[rate]}"), TimeRemainingColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
+        task = progress.add_task("frames", total=total, rate="")
+
+        def live(count: int) -> None:
+            progress.advance(task, count)
+            done = progress.tasks[0].completed
+            progress.update(task, rate=f"{done / max(time.perf_counter() - began, 1e-9):.2f} frames/s")
+
+        yield live
+
+
+def _report_video(result: Any, as_json: bool, quiet: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps(result.as_dict()))
+        return
+    if quiet:
+        return
+    if result.status == "skipped":
+        typer.echo(f"skipped {result.plan.output}: exists (use --overwrite to replace)")
+        return
+    if result.skipped_frames:
+        times = ", ".join(f"{t:.3f}" for t in result.skipped_frames[:5])
+        more = f" and {len(result.skipped_frames) - 5} more" if len(result.skipped_frames) > 5 else ""
+        typer.echo(f"adain: warning: left out {len(result.skipped_frames)} frame(s) that could not be decoded "
+                   f"(at {times} s{more})", err=True)
+    typer.echo(f"wrote {result.plan.output}: {result.frames} frames in {result.seconds:.1f} s "
+               f"({result.rate:.2f} frames/s)")
 
 
 @app.command()

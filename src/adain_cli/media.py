@@ -1,0 +1,643 @@
+"""Video files in and out through PyAV (FFmpeg's libraries): frames upright in RGB with their
+times, and the sound carried across.
+
+A `Source` yields `Frame`s in display order: 8-bit RGB (H, W, 3), rotation applied,
+converted from YUV with the matrix and range the file declares, each with its own
+timestamp (variable frame rate stays variable). A `Sink` writes frames to a temporary
+file beside the target with the source's timestamps, colour tags and sound, and renames
+it over the target only when complete; a folder of PNG frames is the other kind of sink.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import re
+import secrets
+import shutil
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import av.error
+import numpy as np
+
+from . import images
+from .atomic import sync_directory
+from .errors import OutputError, PathError, UsageError
+
+# Files whose extension says "video" even where a still of the same name could exist.
+VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".gif", ".mpg", ".mpeg", ".ts",
+                            ".mts", ".m2ts", ".wmv", ".flv", ".ogv", ".3gp", ".nut", ".y4m"})
+
+# --codec names people type, and the FFmpeg encoder each means.
+CODEC_ALIASES = {"h264": "libx264", "x264": "libx264", "avc": "libx264", "hevc": "libx265", "h265": "libx265",
+                 "x265": "libx265", "vp9": "libvpx-vp9", "av1": "libsvtav1", "prores": "prores_ks"}
+# The codec each output container gets by default.
+DEFAULT_CODECS = {".webm": "libvpx-vp9", ".gif": "gif", ".avi": "mpeg4"}
+DEFAULT_CODEC = "libx264"
+# Pixel formats by default: 4:2:0 plays everywhere; ProRes and FFV1 are for editing and
+# archiving, so they keep more (FFV1 in RGB is lossless with respect to our output).
+DEFAULT_PIX_FMTS = {"prores_ks": "yuv422p10le", "ffv1": "bgr0", "gif": "rgb8", "png": "rgb24"}
+DEFAULT_PIX_FMT = "yuv420p"
+# Constant-quality defaults where the codec has a CRF: visually close to the stylized frames.
+DEFAULT_CRF = {"libx264": 18, "libx265": 20, "libvpx-vp9": 31, "libsvtav1": 30}
+# Sound that has to be re-encoded goes to the container's usual codec.
+AUDIO_FALLBACK = {".webm": "libopus", ".ogv": "libopus"}
+DEFAULT_AUDIO = "aac"
+
+
+class VideoError(PathError):
+    """A video that cannot be read, or written, to the end; nothing partial is left."""
+
+
+@dataclass(frozen=True)
+class ColorTags:
+    """How the file's YUV relates to RGB; copied to the output so players show the same colours."""
+
+    range: int = 0  # av ColorRange values; 0: unspecified
+    space: int = 2  # av Colorspace (AVColorSpace) values; 2: unspecified
+    primaries: int = 2
+    trc: int = 2
+
+    # Matrices swscale converts with; others (unspecified included) use its default, BT.601.
+    _KNOWN_SPACES = frozenset({1, 4, 5, 6, 7, 9})
+
+    @property
+    def matrix(self) -> int | None:
+        return self.space if self.space in self._KNOWN_SPACES else None
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One decoded frame: upright 8-bit RGB and when it is shown, from the start of the output."""
+
+    index: int
+    time: float  # seconds
+    pts: int  # in the source's time base
+    pixels: np.ndarray  # (H, W, 3) uint8
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    """What a source is, as far as the output needs to know before the first frame."""
+
+    path: Path
+    width: int  # upright, as displayed
+    height: int
+    rate: Fraction  # average frame rate
+    time_base: Fraction
+    duration: float | None  # seconds, of the part that will be read
+    frames: int | None  # an estimate, for progress; None if unknown
+    rotation: int = 0  # degrees counter-clockwise that were applied
+    color: ColorTags = field(default_factory=ColorTags)
+    audio: str | None = None  # the audio codec's name, if there is sound
+    dropped: tuple[str, ...] = ()  # subtitle and data streams not carried over, by kind
+    origin: float = 0.0  # the file's time, in seconds, at the output's zero
+    until: float = math.inf  # the file's time where the segment ends
+
+
+# --- times --------------------------------------------------------------------------------------
+
+_TIME = re.compile(r"^(?:(\d+):)?(\d+(?:\.\d*)?|\.\d+)$")
+
+
+def parse_time(text: str, option: str) -> float:
+    """Seconds from "12.5" or "mm:ss(.ff)"; UsageError otherwise."""
+    match = _TIME.match(text.strip())
+    if not match:
+        raise UsageError(f"{option}: expected seconds (12.5) or mm:ss(.ff) (1:02.5), got {text!r}")
+    minutes, seconds = match.groups()
+    if minutes is not None and float(seconds) >= 60:
+        raise UsageError(f"{option}: seconds must be below 60 in mm:ss, got {text!r}")
+    return int(minutes or 0) * 60 + float(seconds)
+
+
+@dataclass(frozen=True)
+class Segment:
+    """The part of the input to read: from `start` for `duration` seconds (None: to the end)."""
+
+    start: float = 0.0
+    duration: float | None = None
+
+    @property
+    def end(self) -> float:
+        return math.inf if self.duration is None else self.start + self.duration
+
+
+def is_video_path(path: Path) -> bool:
+    return path.suffix.lower() in VIDEO_SUFFIXES
+
+
+# --- reading --------------------------------------------------------------------------------------
+
+def _reason(exc: BaseException) -> str:
+    """FFmpeg's reason without the errno and file name PyAV adds."""
+    return getattr(exc, "strerror", None) or str(exc)
+
+
+def _upright(frame: av.VideoFrame, color: ColorTags, size: tuple[int, int] | None) -> np.ndarray:
+    """The frame as (H, W, 3) uint8 RGB in display orientation, optionally scaled to `size` (w, h)
+    given in display orientation."""
+    rotation = frame.rotation % 360
+    width, height = (None, None) if size is None else (size if rotation in (0, 180) else size[::-1])
+    pixels = frame.to_ndarray(format="rgb24", width=width, height=height, src_colorspace=color.matrix,
+                              src_color_range=color.range or None)
+    turns = rotation // 90
+    return np.ascontiguousarray(np.rot90(pixels, turns)) if turns else pixels
+
+
+class VideoSource:
+    """Frames of a video file's first video stream, decoded in order."""
+
+    def __init__(self, path: Path, segment: Segment = Segment(), skip_bad_frames: bool = False,
+                 max_pixels: int | None = images.DEFAULT_MAX_PIXELS) -> None:
+        self.path = path
+        self.segment = segment
+        self.skip_bad_frames = skip_bad_frames
+        self.skipped: list[float] = []  # times of frames that could not be decoded and were skipped
+        self._container = self._open()
+        try:
+            self.info = self._probe(max_pixels)
+        except BaseException:
+            self._container.close()
+            raise
+
+    def _open(self) -> av.container.InputContainer:
+        if not self.path.is_file():
+            raise VideoError(self.path, "no such file" if not self.path.exists() else "not a file")
+        try:
+            return av.open(str(self.path), "r")
+        except av.error.FFmpegError as exc:
+            raise VideoError(self.path, f"not a readable video ({_reason(exc)})") from exc
+
+    def _probe(self, max_pixels: int | None) -> SourceInfo:
+        container = self._container
+        if not container.streams.video:
+            kinds = sorted({s.type for s in container.streams}) or ["no streams"]
+            raise VideoError(self.path, f"has no video stream (found {', '.join(kinds)})")
+        stream = container.streams.video[0]
+        if stream.codec_context is None:
+            raise VideoError(self.path, "its video codec cannot be decoded by this FFmpeg build")
+        stream.thread_type = "AUTO"  # frame and slice threads: decoding keeps up with the network
+        # A damaged frame is an error, not a silently patched-up picture: the user decides to
+        # stop (the default) or to leave such frames out (--skip-bad-frames).
+        stream.codec_context.options = {"err_detect": "explode"}
+        self._stream = stream
+        self._offset = self._start_offset()
+        first = self._first_frame()
+        if max_pixels is not None and first.width * first.height > max_pixels:
+            raise VideoError(self.path, f"{first.width}x{first.height} frames are more than the "
+                                        f"{max_pixels:,} pixels allowed (--max-pixels)")
+        self._pending = first
+        if self.segment.start > 0:  # the output's zero is the first frame shown, wherever it falls
+            self._offset = float(first.pts * stream.time_base)
+        rotation = first.rotation % 360
+        width, height = (first.width, first.height) if rotation in (0, 180) else (first.height, first.width)
+        context = stream.codec_context
+        color = ColorTags(int(first.color_range), int(first.colorspace), int(first.color_primaries),
+                          int(first.color_trc))
+        color = replace(color, range=color.range or int(context.color_range))
+        rate = stream.average_rate or stream.guessed_rate or Fraction(25)
+        duration = self._duration()
+        frames = round(duration * rate) if duration is not None else (stream.frames or None)
+        audio = container.streams.audio[0].codec_context.name if container.streams.audio else None
+        dropped = tuple(s.type for s in container.streams if s.type not in ("video", "audio"))
+        until = math.inf if self.segment.duration is None else self._offset + self.segment.duration
+        return SourceInfo(self.path, width, height, Fraction(rate), Fraction(stream.time_base), duration, frames,
+                          rotation, color, audio, dropped, self._offset, until)
+
+    def _start_offset(self) -> float:
+        """The time the output's zero is taken from: the segment's start, or the file's start
+        (MPEG-TS streams often begin at 1.4 s, and sound may lead the picture)."""
+        container_start = (self._container.start_time or 0) / av.time_base
+        return container_start + self.segment.start
+
+    def _duration(self) -> float | None:
+        stream, container = self._stream, self._container
+        if stream.duration is not None:
+            total = float(stream.duration * stream.time_base) + float((stream.start_time or 0) * stream.time_base)
+            total -= (container.start_time or 0) / av.time_base
+        elif container.duration is not None:
+            total = container.duration / av.time_base
+        else:
+            return None
+        remaining = max(total - self.segment.start, 0.0)
+        return remaining if self.segment.duration is None else min(remaining, self.segment.duration)
+
+    def _decoded(self) -> Iterator[av.VideoFrame]:
+        """Frames in presentation order from the segment's start; decode errors are VideoErrors
+        naming the time, or skipped under skip_bad_frames."""
+        stream = self._stream
+        if self.segment.start > 0:
+            target = int((self._offset) / stream.time_base)
+            with contextlib.suppress(av.error.FFmpegError):  # not seekable: decode and discard up to the start
+                self._container.seek(target, stream=stream, backward=True)
+        last_time = self._offset
+        for packet in self._container.demux(stream):
+            if packet.pts is not None:
+                last_time = float(packet.pts * stream.time_base)
+            try:
+                decoded = packet.decode()
+            except av.error.FFmpegError as exc:
+                self._bad_frame(last_time, f"cannot decode the frame at {{}} s ({_reason(exc)}")
+                continue
+            for frame in decoded:
+                if not frame.is_corrupt:
+                    yield frame
+                else:
+                    self._bad_frame(float(frame.time or 0), "the frame at {} s is damaged (")
+
+    def _bad_frame(self, when: float, what: str) -> None:
+        """Stop with an error naming the time (`what` has a {} for it), or note it and go on."""
+        at = when - self._offset + self.segment.start
+        if not self.skip_bad_frames:
+            raise VideoError(self.path, what.format(f"{at:.3f}") + "; --skip-bad-frames goes on without it)")
+        self.skipped.append(at)
+
+    def _first_frame(self) -> av.VideoFrame:
+        self._frames = self._in_segment()
+        for frame in self._frames:
+            return frame
+        where = f" after {self.segment.start:g} s" if self.segment.start else ""
+        raise VideoError(self.path, f"has no video frames{where}")
+
+    def _in_segment(self) -> Iterator[av.VideoFrame]:
+        tolerance = 0.5 / float(self._stream.average_rate or 1000)  # frames land on the start within rounding
+        for frame in self._decoded():
+            if frame.pts is None:
+                continue
+            since = float(frame.pts * self._stream.time_base) - self._offset
+            if since < -tolerance:
+                continue
+            if self.segment.duration is not None and since >= self.segment.duration - tolerance:
+                return
+            yield frame
+
+    def frames(self, size: tuple[int, int] | None = None) -> Iterator[Frame]:
+        """Every frame of the segment, upright RGB, scaled to `size` (w, h) if given."""
+        origin = round(self._offset / self._stream.time_base)
+        index = 0
+        try:
+            for frame in self._chain():
+                pts = frame.pts - origin
+                yield Frame(index, float(pts * self._stream.time_base), pts,
+                            _upright(frame, self.info.color, size))
+                index += 1
+        except av.error.FFmpegError as exc:  # a demuxer error: the file ends in the middle, say
+            raise VideoError(self.path, f"cannot read past frame {index} ({_reason(exc)})") from exc
+
+    def _chain(self) -> Iterator[av.VideoFrame]:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            yield pending
+        yield from self._frames
+
+    def close(self) -> None:
+        self._container.close()
+
+
+class FrameFolderSource:
+    """Still images (a folder or a glob, in name order) as frames at a fixed rate."""
+
+    def __init__(self, paths: Sequence[Path], rate: Fraction, load: Callable[[Path], np.ndarray],
+                 segment: Segment = Segment()) -> None:
+        self.path = paths[0].parent
+        self.skipped: list[float] = []
+        first = max(0, math.ceil(segment.start * rate - 1e-9))
+        last = len(paths) if segment.duration is None else min(len(paths), math.ceil(segment.end * rate - 1e-9))
+        self._paths = list(paths[first:last])
+        if not self._paths:
+            raise VideoError(self.path, f"has no frames after {segment.start:g} s at {rate} frames/s")
+        self._load = load
+        self._first = load(self._paths[0])
+        height, width = self._first.shape[:2]
+        self.info = SourceInfo(self.path, width, height, rate, 1 / rate, len(self._paths) / rate,
+                               len(self._paths))
+
+    def frames(self, size: tuple[int, int] | None = None) -> Iterator[Frame]:
+        for index, path in enumerate(self._paths):
+            pixels = self._first if index == 0 else self._load(path)
+            if pixels.shape[:2] != (self.info.height, self.info.width):
+                raise VideoError(path, f"frame is {pixels.shape[1]}x{pixels.shape[0]}, the first was "
+                                       f"{self.info.width}x{self.info.height}: frames must share one size")
+            yield Frame(index, index / float(self.info.rate), index, pixels)
+
+    def close(self) -> None:
+        pass
+
+
+# --- writing --------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Encoding:
+    """How the output video is encoded; `resolve` fills the defaults and checks it can work."""
+
+    codec: str | None = None
+    crf: int | None = None
+    preset: str | None = None
+    pix_fmt: str | None = None
+    audio: bool = True
+    # Decided by `resolve`: the sound's fate ("copy", an encoder's name, or None) and why.
+    sound: str | None = None
+    notices: tuple[str, ...] = ()
+
+    def resolve(self, target: Path, width: int, height: int, rate: Fraction, audio: str | None = None) -> Encoding:
+        """The encoding for `target`'s container at this size, the encoder opened once to prove it;
+        `audio` is the source's audio codec, copied if the container takes it, else re-encoded.
+
+        An odd size that the pixel format cannot take (H.264 and HEVC in 4:2:0) is encoded
+        in 4:4:4 instead, which takes any size, unless --pix-fmt asked for the format.
+        """
+        suffix = target.suffix.lower()
+        codec = CODEC_ALIASES.get(self.codec or "", self.codec) or DEFAULT_CODECS.get(suffix, DEFAULT_CODEC)
+        try:
+            av.codec.Codec(codec, "w")
+        except (av.error.FFmpegError, ValueError):
+            raise UsageError(f"--codec {self.codec}: no such encoder in this FFmpeg build "
+                             f"(try h264, hevc, vp9, av1, prores, ffv1)") from None
+        container, accepted = _container_codecs(target)
+        if av.codec.Codec(codec, "w").name not in accepted:
+            raise UsageError(f"{target}: the {container} container cannot hold {codec} video")
+        sound, notices = _sound_for(audio if self.audio else None, container, accepted, target.suffix.lower())
+        known = _option_names(codec)
+        if self.preset is not None and "preset" not in known:
+            raise UsageError(f"--preset: {codec} has no presets")
+        if self.crf is not None and not {"crf", "cq"} & known:
+            raise UsageError(f"--crf: {codec} has no constant-quality setting")
+        pix_fmt = self.pix_fmt or DEFAULT_PIX_FMTS.get(codec, DEFAULT_PIX_FMT)
+        crf = self.crf if self.crf is not None else DEFAULT_CRF.get(codec)
+        resolved = replace(self, codec=codec, crf=crf, pix_fmt=pix_fmt, sound=sound, notices=notices)
+        problem = resolved._open_problem(width, height, rate)
+        if problem and self.pix_fmt is None and (width % 2 or height % 2) and pix_fmt.startswith("yuv4"):
+            wide = replace(resolved, pix_fmt=pix_fmt.replace("420", "444").replace("422", "444"))
+            if wide._open_problem(width, height, rate) is None:
+                return wide
+        if problem:
+            raise UsageError(f"{codec} cannot encode {width}x{height} {pix_fmt} with these options ({problem})")
+        return resolved
+
+    def options(self) -> dict[str, str]:
+        """Encoder options FFmpeg takes by name."""
+        options = {}
+        if self.crf is not None:
+            options["crf" if "crf" in _option_names(self.codec or "") else "cq"] = str(self.crf)
+            if self.codec == "libvpx-vp9":
+                options["b"] = "0"  # constant quality, not constrained by a bit rate
+        if self.preset is not None:
+            options["preset"] = self.preset
+        if self.codec == "libx265":
+            options["x265-params"] = "log-level=error"  # x265 prints to stderr itself otherwise
+        elif self.codec == "libsvtav1":
+            options["svtav1-params"] = "log-level=1"
+        return options
+
+    def _configure(self, context: av.VideoCodecContext, width: int, height: int, rate: Fraction) -> None:
+        context.width, context.height, context.pix_fmt = width, height, self.pix_fmt
+        context.time_base = 1 / rate
+        context.framerate = rate
+        context.options = self.options()
+
+    def _open_problem(self, width: int, height: int, rate: Fraction) -> str | None:
+        context = av.CodecContext.create(self.codec, "w")
+        try:
+            self._configure(context, width, height, rate)
+            context.open()
+        except (av.error.FFmpegError, ValueError) as exc:
+            return _reason(exc)
+        finally:
+            del context
+        return None
+
+
+def _option_names(codec: str) -> set[str]:
+    """The options an encoder takes by name (its own and FFmpeg's generic ones)."""
+    options = av.CodecContext.create(codec, "w").supported_options
+    return {option.name for option in (*options.generic, *options.private)}
+
+
+def _container_codecs(target: Path) -> tuple[str, frozenset[str]]:
+    """The container the extension names, and the codecs it holds (FFmpeg's own list)."""
+    probe = target.parent / f".{target.name}.{secrets.token_hex(4)}.probe{target.suffix}"
+    try:
+        container = av.open(str(probe), "w")
+    except ValueError as exc:
+        raise UsageError(f"{target}: no video container for {target.suffix or 'a name without extension'!r} "
+                         f"(use .mp4, .mov, .mkv, .webm, .avi or .gif, or a folder ending in /)") from exc
+    except (av.error.FFmpegError, OSError) as exc:
+        raise OutputError(target, f"cannot write here ({_reason(exc)})") from exc
+    try:
+        return container.format.name, frozenset(container.supported_codecs)
+    finally:
+        container.close()
+        probe.unlink(missing_ok=True)
+
+
+def _sound_for(audio: str | None, container: str, accepted: frozenset[str],
+               suffix: str) -> tuple[str | None, tuple[str, ...]]:
+    """Copy the sound if the container takes its codec, else re-encode it to the container's usual one."""
+    if audio is None:
+        return None, ()
+    if audio in accepted:
+        return "copy", ()
+    codec = AUDIO_FALLBACK.get(suffix, DEFAULT_AUDIO)
+    if av.codec.Codec(codec, "w").name not in accepted:
+        return None, (f"the {container} container holds no sound: the audio track is dropped",)
+    return codec, (f"{audio} audio cannot go in {container}: re-encoded as {codec.removeprefix('lib')}",)
+
+
+def temporary_beside(target: Path) -> Path:
+    """A hidden name next to `target` with its extension (FFmpeg picks the container by it)."""
+    return target.parent / f".{target.stem}.{secrets.token_hex(4)}.partial{target.suffix}"
+
+
+class VideoSink:
+    """Writes frames (and the source's sound) to a temporary file; `commit` renames it over the target."""
+
+    def __init__(self, target: Path, info: SourceInfo, encoding: Encoding, width: int, height: int) -> None:
+        self.target = target
+        self._tmp = temporary_beside(target)
+        self._info = info
+        try:
+            self._container = av.open(str(self._tmp), "w")
+        except (av.error.FFmpegError, OSError) as exc:
+            raise OutputError(target, f"cannot write ({_reason(exc)})") from exc
+        try:
+            self._video = self._add_video(encoding, width, height)
+            self._sound = None if encoding.sound is None else _Sound(info, self._container, encoding.sound)
+        except BaseException:
+            self.abort()
+            raise
+        self._last_pts = -1
+
+    def _add_video(self, encoding: Encoding, width: int, height: int) -> av.VideoStream:
+        info = self._info
+        stream = self._container.add_stream(encoding.codec, rate=info.rate)
+        encoding._configure(stream.codec_context, width, height, info.rate)
+        stream.codec_context.time_base = info.time_base  # every frame keeps its own timestamp
+        stream.time_base = info.time_base
+        context = stream.codec_context
+        if info.color.range:
+            context.color_range = info.color.range
+        if info.color.matrix is not None:
+            context.colorspace = info.color.space
+            context.color_primaries = info.color.primaries
+            context.color_trc = info.color.trc
+        return stream
+
+    def write(self, frame: Frame, pixels: np.ndarray) -> None:
+        """One stylized frame (H, W, 3) uint8, shown at the source frame's time."""
+        if frame.pts <= self._last_pts:
+            return  # a repeated timestamp (broken input): the muxer would refuse it
+        self._last_pts = frame.pts
+        out = self._frame(pixels)
+        out.pts = frame.pts
+        out.time_base = self._info.time_base
+        self._mux(self._video.encode(out))
+        if self._sound is not None:
+            self._sound.up_to(frame.time)
+
+    def _frame(self, pixels: np.ndarray) -> av.VideoFrame:
+        color, context = self._info.color, self._video.codec_context
+        rgb = av.VideoFrame.from_ndarray(pixels, format="rgb24")
+        return rgb.reformat(format=context.pix_fmt, dst_colorspace=color.matrix, dst_color_range=color.range or None)
+
+    def _mux(self, packets: list[av.Packet]) -> None:
+        for packet in packets:
+            self._container.mux(packet)
+
+    def commit(self) -> None:
+        """Flush the encoders, close the file and rename it over the target."""
+        try:
+            self._mux(self._video.encode(None))
+            if self._sound is not None:
+                self._sound.finish()
+            self._container.close()
+            os.replace(self._tmp, self.target)
+            sync_directory(self.target.parent)
+        except (av.error.FFmpegError, OSError) as exc:
+            self.abort()
+            raise OutputError(self.target, f"cannot write ({_reason(exc)})") from exc
+        except BaseException:
+            self.abort()
+            raise
+
+    def abort(self) -> None:
+        """Drop the temporary file; the target is as it was."""
+        with contextlib.suppress(Exception):
+            self._container.close()
+        self._tmp.unlink(missing_ok=True)
+
+
+class _Sound:
+    """The source's first audio stream, copied packet by packet when the output container takes
+    its codec, re-encoded otherwise; muxed in step with the video so nothing piles up."""
+
+    def __init__(self, info: SourceInfo, output: av.container.OutputContainer, codec: str) -> None:
+        """`codec` is "copy" or the encoder to re-encode with."""
+        self._input = av.open(str(info.path), "r")
+        self._in = self._input.streams.audio[0]
+        self._output = output
+        self._copy = codec == "copy"
+        if self._copy:
+            self._out = output.add_stream_from_template(self._in)
+        else:
+            rate = 48000 if codec == "libopus" else self._in.codec_context.sample_rate
+            self._out = output.add_stream(codec, rate=rate, layout=self._in.codec_context.layout.name)
+            self._resampler = av.AudioResampler(format=self._out.codec_context.format,
+                                                layout=self._out.codec_context.layout, rate=rate)
+        self._offset, self._end = info.origin, info.until
+        if self._offset > 0:
+            with contextlib.suppress(av.error.FFmpegError):  # not seekable: earlier packets are skipped as they come
+                self._input.seek(int(self._offset / self._in.time_base), stream=self._in, backward=True)
+        self._packets = self._input.demux(self._in)
+        self._done = False
+
+    def up_to(self, time: float) -> None:
+        """Mux the sound up to `time` seconds of output (a little ahead: muxers interleave)."""
+        while not self._done:
+            packet = next(self._packets, None)
+            if packet is None or (packet.pts is None and packet.size == 0):
+                self._done = True
+                return
+            if packet.pts is None:
+                continue
+            source_time = float(packet.pts * self._in.time_base)
+            if source_time + float((packet.duration or 0) * self._in.time_base) <= self._offset - 1e-6:
+                continue  # ends before the start (a priming packet before zero still plays into it)
+            if source_time >= self._end:
+                self._done = True
+                return
+            self._send(packet, source_time)
+            if source_time - self._offset > time + 0.5:
+                return
+
+    def _send(self, packet: av.Packet, source_time: float) -> None:
+        shift = round(self._offset / self._in.time_base)
+        if self._copy:
+            packet.pts -= shift
+            if packet.dts is not None:
+                packet.dts -= shift
+            packet.stream = self._out
+            self._output.mux(packet)
+            return
+        for frame in packet.decode():
+            frame.pts = None if frame.pts is None else frame.pts - shift
+            for resampled in self._resampler.resample(frame):
+                self._output.mux(self._out.encode(resampled))
+
+    def finish(self) -> None:
+        self.up_to(math.inf)
+        if not self._copy:
+            for resampled in self._resampler.resample(None):
+                self._output.mux(self._out.encode(resampled))
+            self._output.mux(self._out.encode(None))
+        self._input.close()
+
+
+class FrameFolderSink:
+    """Numbered PNG frames in a temporary folder beside the target, moved into it when complete."""
+
+    def __init__(self, target: Path, digits: int = 6) -> None:
+        self.target = target
+        self._digits = digits
+        self._tmp = target.parent / f".{target.name}.{secrets.token_hex(4)}.partial"
+        try:
+            self._tmp.mkdir(parents=True)
+        except OSError as exc:
+            raise OutputError(target, f"cannot write ({exc.strerror or exc})") from exc
+        self._count = 0
+
+    def name(self, index: int) -> str:
+        return f"frame_{index + 1:0{self._digits}d}.png"
+
+    def write(self, frame: Frame, pixels: np.ndarray) -> None:
+        images.save_image(images.Image.fromarray(pixels), self._tmp / self.name(self._count))
+        self._count += 1
+
+    def commit(self) -> None:
+        try:
+            if not self.target.exists():
+                os.replace(self._tmp, self.target)
+            else:
+                for old in self.target.glob("frame_*.png"):
+                    old.unlink()
+                for new in sorted(self._tmp.iterdir()):
+                    os.replace(new, self.target / new.name)
+                self._tmp.rmdir()
+            sync_directory(self.target)
+            sync_directory(self.target.parent)
+        except OSError as exc:
+            self.abort()
+            raise OutputError(self.target, f"cannot write ({exc.strerror or exc})") from exc
+
+    def abort(self) -> None:
+        shutil.rmtree(self._tmp, ignore_errors=True)
+
+
+def has_frames(folder: Path) -> bool:
+    """Whether a frames folder holds frames from an earlier run."""
+    return folder.is_dir() and any(folder.glob("frame_*.png"))

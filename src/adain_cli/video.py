@@ -1,0 +1,472 @@
+"""`adain video`: a video (or a folder of frames) stylized frame by frame on the shared pipeline.
+
+    decode worker --frames--> batches: encode_contents, steady statistics, style at that
+    time, render_batch --frames--> encode worker (with the sound)
+
+Each stage runs while the others work, through bounded queues: memory does not grow with
+the video's length. The style is encoded once (per style frame for a video style). What
+is new against stills is time: the style may change over the clip (`Track`), and the
+content statistics are smoothed over time (`Steady`) so colours do not flicker; pixels
+are never blended between frames, so nothing ghosts.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import queue
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from fractions import Fraction
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+from PIL import Image
+
+from . import color, images, inputs, jobs, media, mixing
+from .errors import ImageError, UsageError
+from .model import FeatureStats
+from .steady import DEFAULT_SMOOTH, Steady
+from .stylizer import EncodedContent, Stylizer
+
+DEFAULT_FPS = Fraction(25)  # for a folder of frames, which has no rate of its own
+
+
+# --- styles over time -----------------------------------------------------------------------------
+
+class Track(Protocol):
+    """What styles a frame: statistics for the frame at `time` seconds of the input."""
+
+    def stats(self, index: int, time: float, content: EncodedContent) -> FeatureStats: ...
+
+
+class StillTrack:
+    """One painting for the whole clip, encoded once (per frame only under --preserve-color,
+    which recolours the painting towards each frame)."""
+
+    def __init__(self, stylizer: Stylizer, image: torch.Tensor, color_mode: color.ColorMode) -> None:
+        self._stylizer, self._image, self._mode = stylizer, image, color_mode
+        self._stats = None if color.recolours_style(color_mode) else stylizer.style_stats(image)
+
+    def stats(self, index: int, time: float, content: EncodedContent) -> FeatureStats:
+        if self._stats is not None:
+            return self._stats
+        return self._stylizer.style_stats(self._image, content, self._mode)
+
+
+class VideoTrack:
+    """A style video: frame i of the output takes frame i of this video. A shorter style video
+    starts again from its beginning (it loops); a longer one is used as far as needed."""
+
+    def __init__(self, stylizer: Stylizer, path: Path, settings: jobs.Settings) -> None:
+        self._stylizer, self._path, self._settings = stylizer, path, settings
+        self._frames: Iterator[media.Frame] = iter(())
+        self._source: media.VideoSource | None = None
+
+    def _next(self) -> np.ndarray:
+        for frame in self._frames:
+            return frame.pixels
+        if self._source is not None:
+            self._source.close()
+        self._source = media.VideoSource(self._path, max_pixels=self._settings.max_pixels)
+        self._frames = self._source.frames()
+        return next(self._frames).pixels
+
+    def stats(self, index: int, time: float, content: EncodedContent) -> FeatureStats:
+        image = images.prepare(Image.fromarray(self._next()), self._settings.style_size, self._settings.crop,
+                               self._path)
+        return self._stylizer.style_stats(images.to_tensor(image), content, self._settings.color_mode)
+
+    def close(self) -> None:
+        if self._source is not None:
+            self._source.close()
+
+
+class MixTrack:
+    """Several styles at fixed weights, mixed as `adain interpolate` mixes them."""
+
+    def __init__(self, tracks: Sequence[Track], weights: Sequence[float]) -> None:
+        self._tracks, self._weights = list(tracks), list(weights)
+
+    def stats(self, index: int, time: float, content: EncodedContent) -> FeatureStats:
+        return mixing.mix_stats([t.stats(index, time, content) for t in self._tracks], self._weights)
+
+
+def ease(t: float) -> float:
+    """Smoothstep: the change starts and ends gently, with no jolt at a keyframe."""
+    t = min(max(t, 0.0), 1.0)
+    return t * t * (3 - 2 * t)
+
+
+class KeyframeTrack:
+    """Styles pinned to times; between two keyframes the statistics move from one to the next
+    (eased), before the first and after the last they hold."""
+
+    def __init__(self, keys: Sequence[tuple[float, Track]]) -> None:
+        self._keys = sorted(keys, key=lambda key: key[0])
+
+    def stats(self, index: int, time: float, content: EncodedContent) -> FeatureStats:
+        keys = self._keys
+        if time <= keys[0][0]:
+            return keys[0][1].stats(index, time, content)
+        for (t0, a), (t1, b) in itertools.pairwise(keys):
+            if time < t1:
+                w = ease((time - t0) / (t1 - t0))
+                return mixing.mix_stats([a.stats(index, time, content), b.stats(index, time, content)], [1 - w, w])
+        return keys[-1][1].stats(index, time, content)
+
+
+# TIME:STYLE, the time as seconds or mm:ss; the longest time that fits wins, so "1:30:b.jpg" is 90 s.
+_KEY = re.compile(r"^(?P<time>(?:\d+:)?(?:\d+(?:\.\d*)?|\.\d+)):(?P<path>.+)$")
+
+
+@dataclass(frozen=True)
+class Keyframe:
+    time: float
+    style: Path
+
+
+def parse_keyframes(texts: Sequence[str]) -> list[Keyframe]:
+    """`--keyframes 0:a.jpg,4.5:b.jpg` (or the option repeated): TIME:STYLE pairs, times as
+    seconds or mm:ss, increasing."""
+    keys = []
+    for text in texts:
+        for part in filter(None, (p.strip() for p in text.split(","))):
+            match = _KEY.match(part)
+            if not match:
+                raise UsageError(f"--keyframes: expected TIME:STYLE such as 4.5:painting.jpg, got {part!r}")
+            keys.append(Keyframe(media.parse_time(match["time"], "--keyframes"), Path(match["path"])))
+    if len(keys) < 2:
+        raise UsageError("--keyframes needs at least two TIME:STYLE pairs (one style is a plain STYLE argument)")
+    times = [k.time for k in keys]
+    if any(b <= a for a, b in itertools.pairwise(times)):
+        raise UsageError(f"--keyframes: times must increase, got {', '.join(f'{t:g}' for t in times)}")
+    return keys
+
+
+# --- the request ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Options:
+    """What `adain video` adds to the stylizing settings."""
+
+    weights: tuple[float, ...] | None = None
+    keyframes: tuple[Keyframe, ...] = ()
+    segment: media.Segment = field(default_factory=media.Segment)
+    fps: Fraction | None = None
+    smooth: float = DEFAULT_SMOOTH
+    encoding: media.Encoding = field(default_factory=media.Encoding)
+    skip_bad_frames: bool = False
+
+
+@dataclass
+class Plan:
+    """A checked request: the source opened (its first frame read), styles found, output decided."""
+
+    source: media.VideoSource | media.FrameFolderSource
+    styles: list[Path]
+    output: Path
+    frames_out: bool
+    options: Options
+    size: tuple[int, int]  # (width, height) of every output frame
+    encoding: media.Encoding | None
+    skip: bool  # the output exists and --overwrite was not given
+    notices: list[str] = field(default_factory=list)
+
+    def describe(self) -> dict[str, object]:
+        return {"input": str(self.source.path), "styles": [str(s) for s in self.styles], "output": str(self.output)}
+
+    def close(self) -> None:
+        self.source.close()
+
+
+def _open_source(spec: str, settings: jobs.Settings, options: Options) -> media.VideoSource | media.FrameFolderSource:
+    path = Path(spec)
+    if path.is_file():
+        if options.fps is not None:
+            raise UsageError("--fps sets the rate of a folder of frames; a video file keeps its own")
+        return media.VideoSource(path, options.segment, options.skip_bad_frames, settings.max_pixels)
+    frames = inputs.expand(spec)  # a folder or a glob of stills
+
+    def load(frame: Path) -> np.ndarray:
+        return np.array(images.load_image(frame, settings.max_pixels))
+
+    return media.FrameFolderSource(frames, options.fps or DEFAULT_FPS, load, options.segment)
+
+
+def _style_paths(styles: Sequence[str], options: Options) -> list[Path]:
+    if options.keyframes:
+        if styles:
+            raise UsageError("give the styles either as STYLE arguments or in --keyframes, not both")
+        if options.weights is not None:
+            raise UsageError("--weights mixes STYLE arguments; --keyframes moves from one style to the next")
+        paths = [k.style for k in options.keyframes]
+    else:
+        if not styles:
+            raise UsageError("give a STYLE (a painting, or a video) or --keyframes")
+        paths = [Path(s) for s in styles]
+        if len(paths) > 1 or options.weights is not None:
+            mixing.normalise_weights(options.weights, len(paths))
+    for path in paths:
+        if not path.is_file():
+            raise UsageError(f"{path}: no such style file")
+    return paths
+
+
+def _output_size(width: int, height: int, settings: jobs.Settings, path: Path) -> tuple[int, int]:
+    """The frame size the network sees and the output has (as stylize would size a still)."""
+    if settings.content_size == 0 and not settings.crop:
+        if min(width, height) < images.MIN_SIDE:
+            raise ImageError(path, f"{width}x{height} is too small: the shorter side must be at least "
+                                   f"{images.MIN_SIDE} px")
+        return width, height
+    return images.prepare(Image.new("L", (width, height)), settings.content_size, settings.crop, path).size
+
+
+def plan(source_spec: str, styles: Sequence[str], output: str, settings: jobs.Settings,
+         options: Options = Options()) -> Plan:
+    """Check everything that can be checked before the model loads: the input decodes, the styles
+    exist, the output container takes the codec at this size and its folder is writable."""
+    if options.smooth < 0 or not math.isfinite(options.smooth):
+        raise UsageError(f"--smooth must be 0 (off) or a time in seconds, got {options.smooth}")
+    style_paths = _style_paths(styles, options)
+    frames_out = output.endswith(("/", "\\")) or Path(output).is_dir()
+    target = Path(output)
+    if not frames_out and not media.is_video_path(target):
+        raise UsageError(f"{target}: not a video file name (use .mp4, .mov, .mkv, .webm, .avi or .gif, "
+                         "or a folder ending in / for PNG frames)")
+    source = _open_source(source_spec, settings, options)
+    try:
+        inputs_used = [source.path, *style_paths]
+        jobs.refuse_collisions([(target, "the video")], inputs_used)
+        size = _output_size(source.info.width, source.info.height, settings, source.path)
+        skip = (media.has_frames(target) if frames_out else target.exists()) and not settings.overwrite
+        encoding = None
+        if not frames_out:
+            jobs.make_parent_dirs([target])
+            encoding = options.encoding.resolve(target, *size, source.info.rate, source.info.audio)
+        else:
+            jobs.make_parent_dirs([target / "frame"])
+        notices = []
+        if source.info.dropped:
+            notices.append(f"{', '.join(source.info.dropped)} stream(s) of {source.path} are not carried over")
+        if encoding is not None and options.encoding.pix_fmt is None and encoding.pix_fmt != \
+                media.DEFAULT_PIX_FMTS.get(encoding.codec or "", media.DEFAULT_PIX_FMT):
+            notices.append(f"{size[0]}x{size[1]} is odd-sized: encoding {encoding.codec} in {encoding.pix_fmt}, "
+                           "which takes any size (an even --content-size gives yuv420p)")
+        if encoding is not None:
+            notices.extend(encoding.notices)
+        if frames_out and source.info.audio:
+            notices.append("PNG frames carry no sound: the audio track is not written")
+        return Plan(source, style_paths, target, frames_out, options, size, encoding, skip, notices)
+    except BaseException:
+        source.close()
+        raise
+
+
+# --- running ----------------------------------------------------------------------------------
+
+@dataclass
+class Result:
+    """What became of the video, for the summary line and --json."""
+
+    plan: Plan
+    status: jobs.Status
+    frames: int = 0
+    seconds: float = 0.0
+    error: str | None = None
+    exception: BaseException | None = None
+    skipped_frames: list[float] = field(default_factory=list)
+    cuts: int = 0
+
+    @property
+    def rate(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+    def as_dict(self) -> dict[str, object]:
+        return {**self.plan.describe(), "frames": self.frames, "seconds": round(self.seconds, 3),
+                "frames_per_second": round(self.rate, 3), "status": self.status, "error": self.error,
+                "skipped_frames": [round(t, 3) for t in self.skipped_frames]}
+
+
+_DONE = object()
+
+
+class _Worker(threading.Thread):
+    """A thread feeding or draining a bounded queue; its failure is re-raised where it is joined."""
+
+    def __init__(self, name: str, target: Callable[[], None]) -> None:
+        super().__init__(name=name, daemon=True)
+        self._work = target
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self._work()
+        except BaseException as exc:  # handed to the main thread
+            self.error = exc
+
+
+def _put(q: queue.Queue, item: object, stop: threading.Event) -> bool:
+    """Put unless the run is stopping; False if it is."""
+    while not stop.is_set():
+        try:
+            q.put(item, timeout=0.1)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
+def _tracks(stylizer: Stylizer, plan_: Plan, settings: jobs.Settings) -> tuple[Track, list[VideoTrack]]:
+    def track(path: Path) -> Track:
+        if media.is_video_path(path) and path.suffix.lower() != ".gif":
+            video = VideoTrack(stylizer, path, settings)
+            videos.append(video)
+            return video
+        return StillTrack(stylizer, settings.load_style(path), settings.color_mode)
+
+    videos: list[VideoTrack] = []
+    options = plan_.options
+    if options.keyframes:
+        return KeyframeTrack([(k.time, track(k.style)) for k in options.keyframes]), videos
+    tracks = [track(p) for p in plan_.styles]
+    if len(tracks) == 1:
+        return tracks[0], videos
+    return MixTrack(tracks, mixing.normalise_weights(options.weights, len(tracks))), videos
+
+
+def run(stylizer: Stylizer, plan_: Plan, settings: jobs.Settings,
+        on_frames: Callable[[int], None] | None = None) -> Result:
+    """Stylize every frame; the output appears complete or not at all. Errors raise (a VideoError
+    names the file and time); KeyboardInterrupt leaves nothing behind."""
+    if plan_.skip:
+        return Result(plan_, "skipped")
+    began = time.perf_counter()
+    track, video_tracks = _tracks(stylizer, plan_, settings)
+    sink = media.FrameFolderSink(plan_.output, _digits(plan_.source.info.frames)) if plan_.frames_out \
+        else media.VideoSink(plan_.output, plan_.source.info, plan_.encoding, *plan_.size)
+    try:
+        frames, steady = _pipeline(stylizer, plan_, settings, track, sink, on_frames)
+        sink.commit()
+    except BaseException:
+        sink.abort()
+        raise
+    finally:
+        for video in video_tracks:
+            video.close()
+    return Result(plan_, "written", frames, time.perf_counter() - began, skipped_frames=plan_.source.skipped,
+                  cuts=steady.cuts)
+
+
+def _digits(frames: int | None) -> int:
+    return max(6, len(str(2 * frames))) if frames else 6
+
+
+def _pipeline(stylizer: Stylizer, plan_: Plan, settings: jobs.Settings, track: Track,
+              sink: media.VideoSink | media.FrameFolderSink, on_frames: Callable[[int], None] | None,
+              ) -> tuple[int, Steady]:
+    execution = stylizer.execution
+    batch_size = max(execution.batch_size, 1)
+    pin = execution.device.type == "cuda"
+    stop = threading.Event()
+    decoded: queue.Queue = queue.Queue(maxsize=2 * batch_size)
+    finished: queue.Queue = queue.Queue(maxsize=2 * batch_size)
+    resize = plan_.size != (plan_.source.info.width, plan_.source.info.height)
+
+    def decode() -> None:
+        for frame in plan_.source.frames():
+            pixels = frame.pixels
+            if resize:
+                pixels = np.array(images.prepare(Image.fromarray(pixels), settings.content_size, settings.crop,
+                                                 plan_.source.path))
+            tensor = torch.from_numpy(pixels)
+            if not _put(decoded, (frame, tensor.pin_memory() if pin else tensor), stop):
+                return
+        _put(decoded, _DONE, stop)
+
+    def encode() -> None:
+        while True:
+            item = finished.get()
+            if item is _DONE:
+                return
+            frame, pixels = item
+            sink.write(frame, pixels)
+
+    reader, writer = _Worker("adain-decode", decode), _Worker("adain-encode", encode)
+    reader.start()
+    writer.start()
+    steady = Steady(plan_.options.smooth)
+    count = 0
+    try:
+        for batch in _batches(decoded, batch_size, reader, writer):
+            outputs = _stylize_batch(stylizer, batch, track, steady, settings, plan_.options.segment.start)
+            for (frame, _), pixels in zip(batch, outputs, strict=True):
+                if not _put(finished, (frame, pixels), stop) or writer.error is not None:
+                    break
+            count += len(batch)
+            if on_frames is not None:
+                on_frames(len(batch))
+            if writer.error is not None:
+                break
+        _put(finished, _DONE, stop)
+        writer.join()
+    finally:
+        stop.set()
+        reader.join()
+        writer.join(timeout=5)
+    for worker in (reader, writer):
+        if worker.error is not None:
+            raise worker.error
+    return count, steady
+
+
+def _batches(decoded: queue.Queue, size: int, reader: _Worker, writer: _Worker) -> Iterator[list]:
+    """Up to `size` frames at a time, as soon as the decoder has them."""
+    while True:
+        item = _get(decoded, reader)
+        if item is _DONE:
+            return
+        batch = [item]
+        while len(batch) < size:
+            try:
+                item = decoded.get_nowait()
+            except queue.Empty:
+                break
+            if item is _DONE:
+                yield batch
+                return
+            batch.append(item)
+        yield batch
+        if writer.error is not None:
+            return
+
+
+def _get(decoded: queue.Queue, reader: _Worker) -> object:
+    while True:
+        try:
+            return decoded.get(timeout=0.1)
+        except queue.Empty:
+            if not reader.is_alive() and decoded.empty():
+                return _DONE  # the reader failed: its error is raised when it is joined
+
+
+def _stylize_batch(stylizer: Stylizer, batch: list, track: Track, steady: Steady, settings: jobs.Settings,
+                   start: float) -> list[np.ndarray]:
+    """Frames (same size) through the three stages; the 8-bit frames come back, rounded as stills are."""
+    device = stylizer.device
+    pixels = torch.stack([tensor for _, tensor in batch]).to(device, non_blocking=True)  # (N, H, W, 3) uint8
+    contents = stylizer.encode_contents(pixels.permute(0, 3, 1, 2).float().div_(255))
+    steadied, styles = [], []
+    for (frame, _), content in zip(batch, contents, strict=True):
+        content = replace(content, stats=steady(content.stats, frame.time))
+        steadied.append(content)
+        styles.append(track.stats(frame.index, frame.time + start, content))
+    out = stylizer.render_batch(steadied, styles, settings.alpha, settings.color_mode)
+    quantized = out.mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    return list(quantized)
