@@ -312,9 +312,9 @@ class _Worker(threading.Thread):
             self.error = exc
 
 
-def _put(q: queue.Queue, item: object, stop: threading.Event) -> bool:
-    """Put unless the run is stopping; False if it is."""
-    while not stop.is_set():
+def _put(q: queue.Queue, item: object, stop: threading.Event, consumer: threading.Thread | None = None) -> bool:
+    """Put unless the run is stopping or the consumer is gone; False then."""
+    while not stop.is_set() and (consumer is None or consumer.is_alive()):
         try:
             q.put(item, timeout=0.1)
             return True
@@ -391,8 +391,11 @@ def _pipeline(stylizer: Stylizer, plan_: Plan, settings: jobs.Settings, track: T
         _put(decoded, _DONE, stop)
 
     def encode() -> None:
-        while True:
-            item = finished.get()
+        while not stop.is_set():
+            try:
+                item = finished.get(timeout=0.1)
+            except queue.Empty:
+                continue
             if item is _DONE:
                 return
             frame, pixels = item
@@ -407,19 +410,19 @@ def _pipeline(stylizer: Stylizer, plan_: Plan, settings: jobs.Settings, track: T
         for batch in _batches(decoded, batch_size, reader, writer):
             outputs = _stylize_batch(stylizer, batch, track, steady, settings, plan_.options.segment.start)
             for (frame, _), pixels in zip(batch, outputs, strict=True):
-                if not _put(finished, (frame, pixels), stop) or writer.error is not None:
+                if not _put(finished, (frame, pixels), stop, writer):
                     break
             count += len(batch)
             if on_frames is not None:
                 on_frames(len(batch))
             if writer.error is not None:
                 break
-        _put(finished, _DONE, stop)
+        _put(finished, _DONE, stop, writer)
         writer.join()
     finally:
         stop.set()
         reader.join()
-        writer.join(timeout=5)
+        writer.join()
     for worker in (reader, writer):
         if worker.error is not None:
             raise worker.error
