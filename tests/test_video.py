@@ -47,8 +47,7 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def run_video(weights_home: Path, tmp_path: Path):
     def run(*args: str | Path):
-        result = adain("video", *args, *SMALL_STYLE)
-        return result
+        return adain("video", *args, *SMALL_STYLE)
     return run
 
 
@@ -123,6 +122,24 @@ def test_webm_takes_opus_so_aac_sound_is_reencoded_and_said(clips: Path, run_vid
     assert streams(out) == {"video": "vp9", "audio": "opus"}
     assert "re-encoded as opus" in result.stderr
     assert abs(audio_seconds(out) - audio_seconds(clips / "clip.mp4")) < 0.05
+
+
+def test_subtitles_are_dropped_with_one_notice(run_video, clips: Path, tmp_path: Path):
+    source = tmp_path / "subtitled.mkv"
+    with av.open(str(source), "w") as container:
+        picture = container.add_stream("libx264", rate=25)
+        picture.width, picture.height, picture.pix_fmt = 32, 32, "yuv420p"
+        container.add_stream("ass")
+        for i, pixels in enumerate(moving_frames(3, 32, 32)):
+            frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
+            frame.pts = i
+            container.mux(picture.encode(frame))
+        container.mux(picture.encode(None))
+    result = run_video(source, clips / "a.png", "-o", tmp_path / "o.mkv")
+    assert result.exit_code == 0, result.stderr
+    notes = [line for line in result.stderr.splitlines() if "subtitle" in line]
+    assert len(notes) == 1 and "not carried over" in notes[0]
+    assert set(streams(tmp_path / "o.mkv")) == {"video"}
 
 
 def test_no_audio_drops_the_sound(clips: Path, run_video, tmp_path: Path):

@@ -43,7 +43,7 @@ from .inputs import expand
 from .stylizer import Stylizer
 
 if TYPE_CHECKING:
-    from . import training
+    from . import training, video
 
 
 def _say_error(message: str) -> None:
@@ -503,7 +503,7 @@ def _interrupt_on_sigterm() -> Iterator[None]:
 
 
 @contextmanager
-def _frame_progress(plan: Any, quiet: bool) -> Iterator[Callable[[int], None] | None]:
+def _frame_progress(plan: video.Plan, quiet: bool) -> Iterator[Callable[[int], None] | None]:
     """Frames, frames/s and ETA: a bar on a terminal, a plain line every 10 s otherwise (on stderr,
     so that stdout holds only the result)."""
     if quiet:
@@ -537,7 +537,7 @@ def _frame_progress(plan: Any, quiet: bool) -> Iterator[Callable[[int], None] | 
         yield live
 
 
-def _report_video(result: Any, as_json: bool, quiet: bool) -> None:
+def _report_video(result: video.Result, as_json: bool, quiet: bool) -> None:
     if as_json:
         typer.echo(json.dumps(result.as_dict()))
         return

@@ -247,7 +247,17 @@ def to_tensor(image: Image.Image) -> Tensor:
 
     image = to_rgb(image)
     hwc = torch.from_numpy(numpy.array(image))  # a writable copy of the pixels, shared with the tensor
-    return hwc.permute(2, 0, 1).unsqueeze(0).float().div_(255)
+    return from_8bit(hwc.permute(2, 0, 1).unsqueeze(0))
+
+
+def from_8bit(pixels: Tensor) -> Tensor:
+    """8-bit values (any shape, any device) as floats in [0, 1]: the network's pixel range."""
+    return pixels.float().div_(255)
+
+
+def to_8bit(tensor: Tensor) -> Tensor:
+    """Floats in [0, 1] (any shape, any device) as 8-bit values: clamped and rounded to nearest."""
+    return tensor.float().mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8)
 
 
 # Rows converted to 8 bits at a time: bounds to_image's float temporaries on huge images.
@@ -260,7 +270,7 @@ def to_image(tensor: Tensor) -> Image.Image:
     height, width = chw.shape[-2:]
     hwc = torch.empty(height, width, 3, dtype=torch.uint8)
     for top in range(0, height, _ROWS_PER_CHUNK):
-        rows = chw[:, top:top + _ROWS_PER_CHUNK].float().mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8)
+        rows = to_8bit(chw[:, top:top + _ROWS_PER_CHUNK])
         hwc[top:top + _ROWS_PER_CHUNK] = rows.permute(1, 2, 0).cpu()
     # Through NumPy (torchvision's dependency): bytes(storage) copies byte by byte, ~1000x slower.
     return Image.fromarray(hwc.numpy())

@@ -62,7 +62,11 @@ class Settings:
 
     def load_style(self, path: Path) -> Tensor:
         """A style file decoded and resized as the network takes it: (1, 3, H, W) in [0, 1]."""
-        return images.load_tensor(path, self.style_size, self.crop, self.max_pixels)
+        return self.prepare_style(images.load_image(path, self.max_pixels), path)
+
+    def prepare_style(self, image: Image.Image, path: Path) -> Tensor:
+        """A decoded style (a frame of a style video, say) as the network takes it."""
+        return images.to_tensor(images.prepare(image, self.style_size, self.crop, path))
 
 
 class Job(Protocol):

@@ -139,14 +139,10 @@ def _reason(exc: BaseException) -> str:
     return getattr(exc, "strerror", None) or str(exc)
 
 
-def _upright(frame: av.VideoFrame, color: ColorTags, size: tuple[int, int] | None) -> np.ndarray:
-    """The frame as (H, W, 3) uint8 RGB in display orientation, optionally scaled to `size` (w, h)
-    given in display orientation."""
-    rotation = frame.rotation % 360
-    width, height = (None, None) if size is None else (size if rotation in (0, 180) else size[::-1])
-    pixels = frame.to_ndarray(format="rgb24", width=width, height=height, src_colorspace=color.matrix,
-                              src_color_range=color.range or None)
-    turns = rotation // 90
+def _upright(frame: av.VideoFrame, color: ColorTags) -> np.ndarray:
+    """The frame as (H, W, 3) uint8 RGB in display orientation."""
+    pixels = frame.to_ndarray(format="rgb24", src_colorspace=color.matrix, src_color_range=color.range or None)
+    turns = frame.rotation % 360 // 90
     return np.ascontiguousarray(np.rot90(pixels, turns)) if turns else pixels
 
 
@@ -243,19 +239,19 @@ class VideoSource:
             try:
                 decoded = packet.decode()
             except av.error.FFmpegError as exc:
-                self._bad_frame(last_time, f"cannot decode the frame at {{}} s ({_reason(exc)}")
+                self._bad_frame(last_time, f"cannot be decoded ({_reason(exc)})")
                 continue
             for frame in decoded:
                 if not frame.is_corrupt:
                     yield frame
                 else:
-                    self._bad_frame(float(frame.time or 0), "the frame at {} s is damaged (")
+                    self._bad_frame(float(frame.time or 0), "is damaged")
 
-    def _bad_frame(self, when: float, what: str) -> None:
-        """Stop with an error naming the time (`what` has a {} for it), or note it and go on."""
+    def _bad_frame(self, when: float, problem: str) -> None:
+        """Stop with an error naming the frame's time, or note the time and go on."""
         at = when - self._offset + self.segment.start
         if not self.skip_bad_frames:
-            raise VideoError(self.path, what.format(f"{at:.3f}") + "; --skip-bad-frames goes on without it)")
+            raise VideoError(self.path, f"the frame at {at:.3f} s {problem}; --skip-bad-frames goes on without it")
         self.skipped.append(at)
 
     def _first_frame(self) -> av.VideoFrame:
@@ -277,15 +273,14 @@ class VideoSource:
                 return
             yield frame
 
-    def frames(self, size: tuple[int, int] | None = None) -> Iterator[Frame]:
-        """Every frame of the segment, upright RGB, scaled to `size` (w, h) if given."""
+    def frames(self) -> Iterator[Frame]:
+        """Every frame of the segment, upright RGB."""
         origin = round(self._offset / self._stream.time_base)
         index = 0
         try:
             for frame in self._chain():
-                pts = frame.pts - origin
-                yield Frame(index, float(pts * self._stream.time_base), pts,
-                            _upright(frame, self.info.color, size))
+                pts = max(frame.pts - origin, 0)  # a first frame a hair before the start shows at zero
+                yield Frame(index, float(pts * self._stream.time_base), pts, _upright(frame, self.info.color))
                 index += 1
         except av.error.FFmpegError as exc:  # a demuxer error: the file ends in the middle, say
             raise VideoError(self.path, f"cannot read past frame {index} ({_reason(exc)})") from exc
@@ -318,7 +313,7 @@ class FrameFolderSource:
         self.info = SourceInfo(self.path, width, height, rate, 1 / rate, len(self._paths) / rate,
                                len(self._paths))
 
-    def frames(self, size: tuple[int, int] | None = None) -> Iterator[Frame]:
+    def frames(self) -> Iterator[Frame]:
         for index, path in enumerate(self._paths):
             pixels = self._first if index == 0 else self._load(path)
             if pixels.shape[:2] != (self.info.height, self.info.width):
@@ -355,14 +350,14 @@ class Encoding:
         suffix = target.suffix.lower()
         codec = CODEC_ALIASES.get(self.codec or "", self.codec) or DEFAULT_CODECS.get(suffix, DEFAULT_CODEC)
         try:
-            av.codec.Codec(codec, "w")
+            name = av.codec.Codec(codec, "w").name
         except (av.error.FFmpegError, ValueError):
             raise UsageError(f"--codec {self.codec}: no such encoder in this FFmpeg build "
                              f"(try h264, hevc, vp9, av1, prores, ffv1)") from None
         container, accepted = _container_codecs(target)
-        if av.codec.Codec(codec, "w").name not in accepted:
+        if name not in accepted:
             raise UsageError(f"{target}: the {container} container cannot hold {codec} video")
-        sound, notices = _sound_for(audio if self.audio else None, container, accepted, target.suffix.lower())
+        sound, notices = _sound_for(audio if self.audio else None, container, accepted, suffix)
         known = _option_names(codec)
         if self.preset is not None and "preset" not in known:
             raise UsageError(f"--preset: {codec} has no presets")
@@ -373,7 +368,9 @@ class Encoding:
         resolved = replace(self, codec=codec, crf=crf, pix_fmt=pix_fmt, sound=sound, notices=notices)
         problem = resolved._open_problem(width, height, rate)
         if problem and self.pix_fmt is None and (width % 2 or height % 2) and pix_fmt.startswith("yuv4"):
-            wide = replace(resolved, pix_fmt=pix_fmt.replace("420", "444").replace("422", "444"))
+            full = pix_fmt.replace("420", "444").replace("422", "444")
+            wide = replace(resolved, pix_fmt=full, notices=(*notices, f"{width}x{height} is odd-sized: encoding "
+                           f"{codec} in {full}, which takes any size (an even --content-size gives {pix_fmt})"))
             if wide._open_problem(width, height, rate) is None:
                 return wide
         if problem:
@@ -408,8 +405,6 @@ class Encoding:
             context.open()
         except (av.error.FFmpegError, ValueError) as exc:
             return _reason(exc)
-        finally:
-            del context
         return None
 
 
@@ -496,7 +491,7 @@ class VideoSink:
         out = self._frame(pixels)
         out.pts = frame.pts
         out.time_base = self._info.time_base
-        self._mux(self._video.encode(out))
+        self._container.mux(self._video.encode(out))
         if self._sound is not None:
             self._sound.up_to(frame.time)
 
@@ -505,14 +500,10 @@ class VideoSink:
         rgb = av.VideoFrame.from_ndarray(pixels, format="rgb24")
         return rgb.reformat(format=context.pix_fmt, dst_colorspace=color.matrix, dst_color_range=color.range or None)
 
-    def _mux(self, packets: list[av.Packet]) -> None:
-        for packet in packets:
-            self._container.mux(packet)
-
     def commit(self) -> None:
         """Flush the encoders, close the file and rename it over the target."""
         try:
-            self._mux(self._video.encode(None))
+            self._container.mux(self._video.encode(None))
             if self._sound is not None:
                 self._sound.finish()
             self._container.close()

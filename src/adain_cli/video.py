@@ -29,7 +29,7 @@ import torch
 from PIL import Image
 
 from . import color, images, inputs, jobs, media, mixing
-from .errors import ImageError, UsageError
+from .errors import UsageError
 from .model import FeatureStats
 from .steady import DEFAULT_SMOOTH, Steady
 from .stylizer import EncodedContent, Stylizer
@@ -78,9 +78,8 @@ class VideoTrack:
         return next(self._frames).pixels
 
     def stats(self, index: int, time: float, content: EncodedContent) -> FeatureStats:
-        image = images.prepare(Image.fromarray(self._next()), self._settings.style_size, self._settings.crop,
-                               self._path)
-        return self._stylizer.style_stats(images.to_tensor(image), content, self._settings.color_mode)
+        image = self._settings.prepare_style(Image.fromarray(self._next()), self._path)
+        return self._stylizer.style_stats(image, content, self._settings.color_mode)
 
     def close(self) -> None:
         if self._source is not None:
@@ -219,12 +218,7 @@ def _style_paths(styles: Sequence[str], options: Options) -> list[Path]:
 
 
 def _output_size(width: int, height: int, settings: jobs.Settings, path: Path) -> tuple[int, int]:
-    """The frame size the network sees and the output has (as stylize would size a still)."""
-    if settings.content_size == 0 and not settings.crop:
-        if min(width, height) < images.MIN_SIDE:
-            raise ImageError(path, f"{width}x{height} is too small: the shorter side must be at least "
-                                   f"{images.MIN_SIDE} px")
-        return width, height
+    """The frame size the network sees and the output has: a blank frame through the still's rule."""
     return images.prepare(Image.new("L", (width, height)), settings.content_size, settings.crop, path).size
 
 
@@ -246,19 +240,12 @@ def plan(source_spec: str, styles: Sequence[str], output: str, settings: jobs.Se
         jobs.refuse_collisions([(target, "the video")], inputs_used)
         size = _output_size(source.info.width, source.info.height, settings, source.path)
         skip = (media.has_frames(target) if frames_out else target.exists()) and not settings.overwrite
-        encoding = None
-        if not frames_out:
-            jobs.make_parent_dirs([target])
-            encoding = options.encoding.resolve(target, *size, source.info.rate, source.info.audio)
-        else:
-            jobs.make_parent_dirs([target / "frame"])
+        jobs.make_parent_dirs([target])  # a frames folder itself appears only when complete
+        encoding = None if frames_out else options.encoding.resolve(target, *size, source.info.rate,
+                                                                     source.info.audio)
         notices = []
         if source.info.dropped:
             notices.append(f"{', '.join(source.info.dropped)} stream(s) of {source.path} are not carried over")
-        if encoding is not None and options.encoding.pix_fmt is None and encoding.pix_fmt != \
-                media.DEFAULT_PIX_FMTS.get(encoding.codec or "", media.DEFAULT_PIX_FMT):
-            notices.append(f"{size[0]}x{size[1]} is odd-sized: encoding {encoding.codec} in {encoding.pix_fmt}, "
-                           "which takes any size (an even --content-size gives yuv420p)")
         if encoding is not None:
             notices.extend(encoding.notices)
         if frames_out and source.info.audio:
@@ -280,9 +267,7 @@ class Result:
     frames: int = 0
     seconds: float = 0.0
     error: str | None = None
-    exception: BaseException | None = None
     skipped_frames: list[float] = field(default_factory=list)
-    cuts: int = 0
 
     @property
     def rate(self) -> float:
@@ -352,7 +337,7 @@ def run(stylizer: Stylizer, plan_: Plan, settings: jobs.Settings,
     sink = media.FrameFolderSink(plan_.output, _digits(plan_.source.info.frames)) if plan_.frames_out \
         else media.VideoSink(plan_.output, plan_.source.info, plan_.encoding, *plan_.size)
     try:
-        frames, steady = _pipeline(stylizer, plan_, settings, track, sink, on_frames)
+        frames = _pipeline(stylizer, plan_, settings, track, sink, on_frames)
         sink.commit()
     except BaseException:
         sink.abort()
@@ -360,8 +345,7 @@ def run(stylizer: Stylizer, plan_: Plan, settings: jobs.Settings,
     finally:
         for video in video_tracks:
             video.close()
-    return Result(plan_, "written", frames, time.perf_counter() - began, skipped_frames=plan_.source.skipped,
-                  cuts=steady.cuts)
+    return Result(plan_, "written", frames, time.perf_counter() - began, skipped_frames=plan_.source.skipped)
 
 
 def _digits(frames: int | None) -> int:
@@ -370,7 +354,7 @@ def _digits(frames: int | None) -> int:
 
 def _pipeline(stylizer: Stylizer, plan_: Plan, settings: jobs.Settings, track: Track,
               sink: media.VideoSink | media.FrameFolderSink, on_frames: Callable[[int], None] | None,
-              ) -> tuple[int, Steady]:
+              ) -> int:
     execution = stylizer.execution
     batch_size = max(execution.batch_size, 1)
     pin = execution.device.type == "cuda"
@@ -426,7 +410,7 @@ def _pipeline(stylizer: Stylizer, plan_: Plan, settings: jobs.Settings, track: T
     for worker in (reader, writer):
         if worker.error is not None:
             raise worker.error
-    return count, steady
+    return count
 
 
 def _batches(decoded: queue.Queue, size: int, reader: _Worker, writer: _Worker) -> Iterator[list]:
@@ -464,12 +448,11 @@ def _stylize_batch(stylizer: Stylizer, batch: list, track: Track, steady: Steady
     """Frames (same size) through the three stages; the 8-bit frames come back, rounded as stills are."""
     device = stylizer.device
     pixels = torch.stack([tensor for _, tensor in batch]).to(device, non_blocking=True)  # (N, H, W, 3) uint8
-    contents = stylizer.encode_contents(pixels.permute(0, 3, 1, 2).float().div_(255))
+    contents = stylizer.encode_contents(images.from_8bit(pixels.permute(0, 3, 1, 2)))
     steadied, styles = [], []
     for (frame, _), content in zip(batch, contents, strict=True):
         content = replace(content, stats=steady(content.stats, frame.time))
         steadied.append(content)
         styles.append(track.stats(frame.index, frame.time + start, content))
     out = stylizer.render_batch(steadied, styles, settings.alpha, settings.color_mode)
-    quantized = out.mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-    return list(quantized)
+    return list(images.to_8bit(out).permute(0, 2, 3, 1).cpu().numpy())
