@@ -61,6 +61,13 @@ def no_network_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("ADAIN_WEIGHTS_URL", raising=False)
 
 
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The user cache directory (the style bank's default home) inside the test's folder."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
+    return tmp_path / "xdg-cache"
+
+
 def _digest(paths: tuple[Path, ...]) -> str:
     digest = hashlib.sha256()
     for path in paths:

@@ -6,7 +6,8 @@ The examples run shortened, as a test must, without changing what they exercise:
 sizes a line leaves out run at the small files' own size (`--content-size 0 --style-size 0`)
 and sizes above 64 px at 64 px (videos too: their clips are 40x32, 3 s at 10 fps); `adain
 train` lines with two iterations on 32 px crops; the
-Python snippet at 64 px. The torchrun lines are exercised by test_train's two-process run.
+Python snippet at 64 px. The torchrun lines are exercised by two-process runs in test_train and
+test_dataset.
 """
 
 from __future__ import annotations
@@ -64,6 +65,9 @@ def workdir(tmp_path: Path, weights_home: Path, weights, good_files, monkeypatch
         (tmp_path / folder).mkdir()
         for seed in seeds:
             synthetic_image(40, 32, seed=seed).save(tmp_path / folder / f"img{seed}.jpg")
+    for k in range(4):  # an ImageNet-like tree: class folders of .JPEG files
+        (tmp_path / "imagenet" / "train" / f"n0144076{k % 2}").mkdir(parents=True, exist_ok=True)
+        synthetic_image(40, 32, seed=40 + k).save(tmp_path / "imagenet" / "train" / f"n0144076{k % 2}" / f"{k}.JPEG")
     for folder in ("coco", "wikiart"):
         (tmp_path / folder).mkdir()
         for seed in range(3):
@@ -100,7 +104,7 @@ def shortened(words: list[str]) -> list[str]:
     if words[1] == "train":
         return [*words, "--iterations", "2", "--batch-size", "2", "--image-size", "40", "--crop-size", "32",
                 "--workers", "0"]
-    if words[1] not in ("stylize", "interpolate", "video"):
+    if words[1] not in ("stylize", "interpolate", "video", "dataset"):
         return words
     words = [str(min(int(word), LARGEST_SIZE)) if before in SIZE_OPTIONS else word
              for before, word in zip(["", *words], words, strict=False)]

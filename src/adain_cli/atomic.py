@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import secrets
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
+
+_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.[0-9a-f]{8}\.tmp$")
 
 
 @contextmanager
@@ -20,7 +23,7 @@ def atomic_write(path: Path) -> Iterator[BinaryIO]:
     and a power cut before that entry reaches the disk would lose it.
     The temp file is created with the usual umask-based permissions (unlike mkstemp's 0600).
     """
-    tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"  # _TEMPORARY matches it
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     try:
         with os.fdopen(fd, "wb") as handle:
@@ -47,3 +50,20 @@ def sync_directory(folder: Path) -> None:
             raise
     finally:
         os.close(fd)
+
+
+def remove_stale_temporaries(folder: Path, names: Collection[str]) -> int:
+    """Delete the temporary files that writes of `names` in `folder` left behind when their
+    process was killed (SIGKILL, a power cut): only ours, and only for those names, so that
+    another process's writes in progress are left alone. Returns how many were removed."""
+    removed = 0
+    try:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                match = _TEMPORARY.match(entry.name)
+                if match and match["name"] in names:
+                    Path(entry.path).unlink(missing_ok=True)
+                    removed += 1
+    except FileNotFoundError:
+        pass
+    return removed

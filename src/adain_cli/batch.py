@@ -9,11 +9,12 @@ encoding one of them).
 from __future__ import annotations
 
 import itertools
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -21,6 +22,9 @@ from . import color, images, jobs
 from .errors import ImageError, OutputError, UsageError
 from .model import FeatureStats
 from .stylizer import EncodedContent, Stylizer
+
+if TYPE_CHECKING:
+    from .style_bank import StyleBank
 
 OUTPUT_PATTERN = "{content}_stylized_{style}.{ext}"
 
@@ -30,9 +34,14 @@ class Job:
     content: Path
     style: Path
     output: Path
+    alpha: float | None = None  # None: the settings' alpha
 
     def describe(self) -> dict[str, object]:
-        return {"content": str(self.content), "style": str(self.style), "output": str(self.output)}
+        described: dict[str, object] = {"content": str(self.content), "style": str(self.style),
+                                        "output": str(self.output)}
+        if self.alpha is not None:
+            described["alpha"] = self.alpha
+        return described
 
 
 def plan(contents: list[Path], styles: list[Path], out: Path, ext: str = "png") -> list[Job]:
@@ -60,43 +69,69 @@ def plan(contents: list[Path], styles: list[Path], out: Path, ext: str = "png") 
 
 class _StyleCache:
     """Each style decoded once (a few ahead, on a worker thread, in the order the jobs need
-    them) and, unless its colour mode recolours it per content, encoded once."""
+    them) and, unless its colour mode recolours it per content, encoded once: its statistics
+    are kept, and taken from and given to the style bank when there is one."""
 
-    # Styles decoded ahead at most: a folder of thousands must not sit in memory as pixels.
-    AHEAD = 2
+    # Decoded styles kept for "coral", which re-encodes them per content; the least recently used go.
+    MAX_IMAGE_BYTES = 1 << 30
 
     def __init__(self, stylizer: Stylizer, settings: jobs.Settings, pool: ThreadPoolExecutor,
-                 order: list[Path]) -> None:
+                 order: list[Path], bank: StyleBank | None = None, ahead: int = 2) -> None:
+        """`ahead`: styles decoded ahead at most; a folder of thousands must not sit in memory as pixels."""
         self._stylizer = stylizer
+        self._ahead = ahead
         self._settings = settings
         self._pool = pool
+        self._per_content = color.recolours_style(settings.color_mode)
+        self._bank = None if self._per_content else bank
         self._upcoming = deque(dict.fromkeys(order))
-        self._loads: dict[Path, Future[torch.Tensor]] = {}
-        self._entries: dict[Path, torch.Tensor | FeatureStats | ImageError] = {}
+        self._loads: dict[Path, Future[torch.Tensor | FeatureStats]] = {}
+        self._stats: dict[Path, FeatureStats | ImageError] = {}
+        self._images: OrderedDict[Path, torch.Tensor] = OrderedDict()
         self._top_up()
 
+    def _fetch(self, path: Path) -> torch.Tensor | FeatureStats:
+        """On a worker: the style's statistics from the bank, else its decoded image."""
+        stats = None if self._bank is None else self._bank.get(path)
+        return self._settings.load_style(path) if stats is None else stats
+
     def _load(self, path: Path) -> None:
-        if path not in self._loads and path not in self._entries:
-            self._loads[path] = self._pool.submit(self._settings.load_style, path)
+        if path not in self._loads and path not in self._stats and path not in self._images:
+            self._loads[path] = self._pool.submit(self._fetch, path)
 
     def _top_up(self) -> None:
-        while self._upcoming and len(self._loads) < self.AHEAD:
+        while self._upcoming and len(self._loads) < self._ahead:
             self._load(self._upcoming.popleft())
 
     def _entry(self, path: Path) -> torch.Tensor | FeatureStats | ImageError:
-        if path not in self._entries:
-            self._load(path)
-            future = self._loads.pop(path)
-            self._top_up()
-            try:
-                image = future.result()
-                per_content = color.recolours_style(self._settings.color_mode)
-                self._entries[path] = image if per_content else self._stylizer.style_stats(image)
-            except ImageError as exc:
-                self._entries[path] = exc
-            except Exception as exc:  # out of memory while encoding it, say: its pairs fail, the rest go on
-                self._entries[path] = jobs.failure(path, exc)
-        return self._entries[path]
+        if path in self._stats:
+            return self._stats[path]
+        if path in self._images:
+            self._images.move_to_end(path)
+            return self._images[path]
+        self._load(path)
+        future = self._loads.pop(path)
+        self._top_up()
+        try:
+            loaded = future.result()
+            if self._per_content:
+                self._keep_image(path, loaded)  # type: ignore[arg-type]
+                return loaded
+            if not isinstance(loaded, FeatureStats):
+                loaded = self._stylizer.style_stats(loaded)
+                if self._bank is not None:
+                    self._pool.submit(self._bank.put, path, loaded)
+            self._stats[path] = loaded
+        except ImageError as exc:
+            self._stats[path] = exc
+        except Exception as exc:  # out of memory while encoding it, say: its pairs fail, the rest go on
+            self._stats[path] = jobs.failure(path, exc)
+        return self._stats[path]
+
+    def _keep_image(self, path: Path, image: torch.Tensor) -> None:
+        self._images[path] = image
+        while sum(i.nbytes for i in self._images.values()) > self.MAX_IMAGE_BYTES and len(self._images) > 1:
+            self._images.popitem(last=False)
 
     def stats_for(self, path: Path, content: EncodedContent) -> FeatureStats:
         """The style's statistics for this content; ImageError if the style cannot be used."""
@@ -115,19 +150,19 @@ class _Writer:
     """Saves outputs on a worker thread while the next ones compute; outcomes reach the
     recorder in job order, failures included."""
 
-    # Outputs waiting to be saved at most: bounds the memory held by finished images.
-    MAX_PENDING = 4
-
-    def __init__(self, pool: ThreadPoolExecutor, settings: jobs.Settings, record: jobs.Recorder) -> None:
+    def __init__(self, pool: ThreadPoolExecutor, settings: jobs.Settings, record: jobs.Recorder,
+                 max_pending: int) -> None:
+        """`max_pending`: outputs waiting to be saved at most, which bounds the memory they hold."""
         self._pool = pool
         self._settings = settings
         self._record = record
+        self._max_pending = max_pending
         self._pending: deque[tuple[Job, Future[None] | BaseException]] = deque()
 
     def save(self, job: Job, image: torch.Tensor) -> None:
         image = image.detach().to("cpu", non_blocking=False)
         self._pending.append((job, self._pool.submit(_save, image, job.output, self._settings.quality)))
-        self._drain(block=len(self._pending) > self.MAX_PENDING)
+        self._drain(block=len(self._pending) > self._max_pending)
 
     def fail(self, job: Job, exc: BaseException) -> None:
         self._pending.append((job, exc))
@@ -160,12 +195,16 @@ def _save(image: torch.Tensor, path: Path, quality: int) -> None:
 
 
 def run(stylizer: Stylizer, planned: list[Job], settings: jobs.Settings,
-        on_outcome: Callable[[jobs.Outcome], None] | None = None) -> list[jobs.Outcome]:
+        on_outcome: Callable[[jobs.Outcome], None] | None = None, *, workers: int = 2,
+        bank: StyleBank | None = None) -> list[jobs.Outcome]:
     """Carry out the jobs; failures are reported per job and the rest still run.
 
-    Images are decoded ahead and saved behind on worker threads while the model computes;
+    Images are decoded ahead and saved behind on `workers` threads while the model computes;
     contents of one size are encoded, and pairs decoded, `stylizer.execution.batch_size` at a time.
+    Style statistics come from `bank` when it has them, and go into it when it has not.
     """
+    if workers < 1:
+        raise UsageError(f"workers must be at least 1, got {workers}")
     jobs.make_parent_dirs([job.output for job in planned])
     record = jobs.Recorder(on_outcome)
     work: list[tuple[Path, list[Job]]] = []
@@ -179,11 +218,12 @@ def run(stylizer: Stylizer, planned: list[Job], settings: jobs.Settings,
         if pending:
             work.append((content_path, pending))
     batch_size = stylizer.execution.batch_size
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="adain-io") as pool:
-        styles = _StyleCache(stylizer, settings, pool, [job.style for _, todo in work for job in todo])
-        writer = _Writer(pool, settings, record)
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="adain-io") as pool:
+        styles = _StyleCache(stylizer, settings, pool, [job.style for _, todo in work for job in todo], bank,
+                             ahead=max(2, workers))
+        writer = _Writer(pool, settings, record, max_pending=max(4, 2 * workers))
         try:
-            for batch in _same_size_batches(_loaded(pool, work, settings, batch_size), batch_size):
+            for batch in _same_size_batches(_loaded(pool, work, settings, batch_size + workers), batch_size):
                 _run_contents(stylizer, batch, styles, settings, writer, batch_size)
         finally:
             writer.finish()
@@ -194,11 +234,11 @@ _Loaded = tuple[list[Job], "torch.Tensor | ImageError"]
 
 
 def _loaded(pool: ThreadPoolExecutor, work: list[tuple[Path, list[Job]]], settings: jobs.Settings,
-            batch_size: int) -> Iterator[_Loaded]:
-    """Each content's jobs with its decoded image (or why not), decoding the next ones ahead."""
+            ahead_count: int) -> Iterator[_Loaded]:
+    """Each content's jobs with its decoded image (or why not), decoding `ahead_count` ahead."""
     upcoming = iter(work)
     ahead = deque((todo, pool.submit(settings.load_content, path))
-                  for path, todo in itertools.islice(upcoming, max(batch_size, 2)))
+                  for path, todo in itertools.islice(upcoming, ahead_count))
     while ahead:
         todo, future = ahead.popleft()
         for path, next_todo in itertools.islice(upcoming, 1):
@@ -264,8 +304,9 @@ def _render(stylizer: Stylizer, ready: list[tuple[EncodedContent, FeatureStats, 
     if not ready:
         return
     contents, stats, todo = zip(*ready, strict=True)
+    alphas = [settings.alpha if job.alpha is None else job.alpha for job in todo]
     try:
-        outs = stylizer.render_batch(list(contents), list(stats), settings.alpha, settings.color_mode)
+        outs = stylizer.render_batch(list(contents), list(stats), alphas, settings.color_mode)
     except Exception as exc:
         for job in todo:
             writer.fail(job, jobs.failure(job.content, exc))

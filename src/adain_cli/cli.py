@@ -35,7 +35,8 @@ try:  # Typer vendors Click since 0.2x; before, Click was a package of its own
 except ImportError:  # pragma: no cover (older Typer)
     from click import exceptions as click_errors  # type: ignore[no-redef]
 
-from . import __version__, batch, color, device, images, install, interpolate, jobs, memory, steady, weights
+from . import __version__, batch, color, dataset, device, images, install, interpolate, jobs, memory, steady, weights
+from . import style_bank as style_bank_module
 from .download import RetryPolicy
 from .errors import EXIT_INTERRUPTED, EXIT_WEIGHTS, AdainError, UsageError
 from .execution import Execution
@@ -160,6 +161,9 @@ MaxMemory = Annotated[str, typer.Option(
     "--max-memory", metavar="SIZE",
     help="Memory budget such as 1.5G or 800M (RAM on CPU, VRAM on GPU): images whose pass would exceed it "
          "run tiled, same result. auto: what is in use plus half of what is free.")]
+PairsPerCall = Annotated[int, typer.Option(
+    "--batch-size", min=0, metavar="N",
+    help="Pairs decoded per network call (contents of one size). 0: 8 on CUDA, else 1.")]
 Compile = Annotated[bool, typer.Option(
     "--compile", help="Run the networks through torch.compile: faster per image after a slow first one.")]
 Offline = Annotated[bool, typer.Option(
@@ -289,9 +293,7 @@ def stylize(
     decoder: DecoderPath = None,
     device_name: Device = "auto",
     precision: PrecisionOption = "fp32",
-    batch_size: Annotated[int, typer.Option(
-        "--batch-size", min=0, metavar="N",
-        help="Pairs decoded per network call (same-size contents). 0: 8 on CUDA, else 1.")] = 0,
+    batch_size: PairsPerCall = 0,
     tile: Tile = 0,
     max_memory: MaxMemory = "auto",
     compile_: Compile = False,
@@ -466,8 +468,10 @@ def video_command(
                 result = video.Result(plan, "skipped")
             else:
                 stylizer = _load_stylizer(vgg, decoder, execution, offline=offline, quiet=quiet)
-                with _interrupt_on_sigterm(), _frame_progress(plan, quiet or as_json) as on_frames:
-                    result = video.run(stylizer, plan, settings, on_frames)
+                with _interrupt_on_sigterm(), _counting("frames", quiet or as_json) as counter:
+                    if counter is not None:
+                        counter.start(plan.source.info.frames)
+                    result = video.run(stylizer, plan, settings, None if counter is None else counter.advance)
         finally:
             plan.close()
         _report_video(result, as_json, quiet)
@@ -502,39 +506,65 @@ def _interrupt_on_sigterm() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+class _Counter:
+    """Live progress of a long run on stderr (stdout holds only results): done, rate, failures
+    and ETA; a bar on a terminal, else a plain line every 10 s (logs of batch jobs)."""
+
+    INTERVAL = 10.0
+
+    def __init__(self, progress: Progress | None, unit: str, prefix: str) -> None:
+        self._progress = progress
+        self._task = None if progress is None else progress.add_task(prefix + unit, total=None, rate="")
+        self._unit, self._prefix = unit, prefix
+        self._total: int | None = None
+        self._done = self._failed = 0
+        self._began = self._said = time.perf_counter()
+
+    def start(self, total: int | None) -> None:
+        """The count to reach, once known; the rate counts from here."""
+        self._total = total
+        self._began = self._said = time.perf_counter()
+        if self._progress is not None and self._task is not None:
+            self._progress.update(self._task, total=total)
+
+    def advance(self, count: int = 1, failed: int = 0) -> None:
+        self._done += count
+        self._failed += failed
+        now = time.perf_counter()
+        rate = f"{self._done / max(now - self._began, 1e-9):.2f} {self._unit}/s"
+        if self._failed:
+            rate += f", {self._failed} failed"
+        if self._progress is not None and self._task is not None:
+            self._progress.update(self._task, advance=count, rate=rate)
+        elif now - self._said >= self.INTERVAL:
+            self._said = now
+            of = f"/{self._total}" if self._total else ""
+            eta = ""
+            if self._total and self._done:
+                eta = f", {(self._total - self._done) * (now - self._began) / self._done / 60:.1f} min left"
+            typer.echo(f"{self._prefix}{self._done}{of} {self._unit} ({rate}{eta})", err=True)
+
+    def say(self, line: str) -> None:
+        """A line that must not tear the bar."""
+        if self._progress is not None:
+            self._progress.console.print(line, markup=False, highlight=False)
+        else:
+            typer.echo(line, err=True)
+
+
 @contextmanager
-def _frame_progress(plan: video.Plan, quiet: bool) -> Iterator[Callable[[int], None] | None]:
-    """Frames, frames/s and ETA: a bar on a terminal, a plain line every 10 s otherwise (on stderr,
-    so that stdout holds only the result)."""
+def _counting(unit: str, quiet: bool, prefix: str = "") -> Iterator[_Counter | None]:
+    """A _Counter, None when quiet; the bar only where stderr is a terminal."""
     if quiet:
         yield None
         return
-    total = plan.source.info.frames
-    began = time.perf_counter()
     if not sys.stderr.isatty():
-        state = {"done": 0, "said": began}
-
-        def plain(count: int) -> None:
-            state["done"] += count
-            now = time.perf_counter()
-            if now - state["said"] >= 10:
-                state["said"] = now
-                of = f"/{total}" if total else ""
-                typer.echo(f"frame {state['done']}{of} ({state['done'] / (now - began):.2f} frames/s)", err=True)
-
-        yield plain
+        yield _Counter(None, unit, prefix)
         return
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[rate]}"), TimeRemainingColumn())
     with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
-        task = progress.add_task("frames", total=total, rate="")
-
-        def live(count: int) -> None:
-            progress.advance(task, count)
-            done = progress.tasks[0].completed
-            progress.update(task, rate=f"{done / max(time.perf_counter() - began, 1e-9):.2f} frames/s")
-
-        yield live
+        yield _Counter(progress, unit, prefix)
 
 
 def _report_video(result: video.Result, as_json: bool, quiet: bool) -> None:
@@ -553,6 +583,116 @@ def _report_video(result: video.Result, as_json: bool, quiet: bool) -> None:
                    f"(at {times} s{more})", err=True)
     typer.echo(f"wrote {result.plan.output}: {result.frames} frames in {result.seconds:.1f} s "
                f"({result.rate:.2f} frames/s)")
+
+
+@app.command("dataset")
+def dataset_command(
+    content_dir: Annotated[Path, typer.Argument(
+        metavar="CONTENT_DIR", help="Images to restyle, searched recursively; OUT mirrors this tree.")],
+    style_dir: Annotated[Path, typer.Argument(
+        metavar="STYLE_DIR", help="Paintings to draw from, searched recursively.")],
+    output: Annotated[Path, typer.Option("--output", "-o", metavar="OUT", help="Output folder.")],
+    styles_per_image: Annotated[int, typer.Option(
+        "--styles-per-image", "-n", min=1, metavar="N",
+        help="Outputs per content image, each in another style drawn at random. 1 keeps each image's "
+             "path and name; more name them <stem>_stylized_<style>.<ext>.")] = 1,
+    seed: Annotated[int, typer.Option(
+        "--seed", help="Which styles and alphas each image gets depends only on this, its path and the styles."
+    )] = 0,
+    alpha_text: Annotated[str, typer.Option(
+        "--alpha", "-a", metavar="A|A:B", help="Content-style trade-off: one value, or a range A:B for a "
+                                               "uniform random alpha per output.")] = "1",
+    ext: Annotated[str | None, typer.Option(
+        "--ext", help="Output format (default: each output keeps its input's, JPEG stays JPEG).")] = None,
+    quality: Quality = images.DEFAULT_QUALITY,
+    content_size: ContentSize = 0,
+    style_size: StyleSize = 512,
+    crop: Crop = False,
+    preserve_color: PreserveColor = False,
+    luminance_only: LuminanceOnly = False,
+    shard_text: Annotated[str | None, typer.Option(
+        "--shard", metavar="I/N", help="Do shard I (from 0) of N. Default: from torchrun (RANK, WORLD_SIZE) "
+                                       "or Slurm (srun tasks, job arrays), else everything.")] = None,
+    style_bank: Annotated[str, typer.Option(
+        "--style-bank", metavar="DIR|off",
+        help="Where style statistics are kept for reuse by later runs and other processes "
+             f"(default: {style_bank_module.default_location()}); off: keep none.")] = "",
+    workers: Annotated[int, typer.Option(
+        "--workers", min=0, metavar="N", help="Threads that decode and save images. 0: up to 8, by CPU count.")
+    ] = 0,
+    vgg: VggPath = None,
+    decoder: DecoderPath = None,
+    device_name: Device = "auto",
+    precision: PrecisionOption = "fp32",
+    batch_size: PairsPerCall = 0,
+    tile: Tile = 0,
+    max_memory: MaxMemory = "auto",
+    compile_: Compile = False,
+    offline: Offline = False,
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="Make every output again (default: continue, keeping finished ones).")] = False,
+    max_pixels: MaxPixels = images.DEFAULT_MAX_PIXELS,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON summary object on stdout.")] = False,
+    quiet: Quiet = False,
+    debug: Debug = False,
+) -> None:
+    """Restyle a whole image dataset (Stylized-ImageNet): each image in random paintings, reproducibly,
+    resumably, sharded over torchrun or Slurm."""
+    with _error_boundary(debug):
+        low, high = dataset.parse_alpha(alpha_text)
+        settings = _settings(low, content_size, style_size, crop, preserve_color, luminance_only, quality,
+                             max_pixels, overwrite)
+        shard = dataset.Shard.parse(shard_text) if shard_text else dataset.Shard.from_environment()
+        options = dataset.Options(styles_per_image, seed, (low, high),
+                                  None if ext is None else jobs.check_extension(ext), shard)
+        if shard.source and shard.source != "--shard":
+            device_name = device.for_local_process(device_name, shard.local)
+        execution = _execution(device_name, precision, tile, max_memory, compile_, batch_size)
+        prefix = f"[{shard.index}/{shard.count}] " if shard.count > 1 else ""
+        plan = dataset.plan(content_dir, style_dir, output, options)
+        for notice in plan.notices:
+            if not quiet:
+                typer.echo(f"adain: note: {prefix}{notice}", err=True)
+        stylizer = _load_stylizer(vgg, decoder, execution, offline=offline, quiet=quiet)
+        bank = None
+        if style_bank != "off" and not color.recolours_style(settings.color_mode):
+            bank = style_bank_module.StyleBank(Path(style_bank) if style_bank else
+                                               style_bank_module.default_location(), stylizer, settings)
+        with _interrupt_on_sigterm(), _counting("images", quiet or as_json, prefix) as counter:
+            result = dataset.run(stylizer, plan, settings, bank=bank, workers=workers or _default_workers(),
+                                 on_outcome=_dataset_reporter(counter, debug),
+                                 on_start=None if counter is None else counter.start)
+        if bank is not None and bank.problem:
+            typer.echo(f"adain: warning: {bank.problem}", err=True)
+        if as_json:
+            typer.echo(json.dumps(result.as_dict()))
+        elif not quiet:
+            resumed = f", {result.resumed} done before" if result.resumed else ""
+            typer.echo(f"{prefix}{jobs.summary(result.outcomes)}{resumed}; manifest {plan.manifest}")
+    raise typer.Exit(result.exit_code)
+
+
+def _default_workers() -> int:
+    """Decode/save threads: enough to keep a GPU fed, not more than the CPUs this process may use."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 2
+    return max(2, min(8, cpus))
+
+
+def _dataset_reporter(counter: _Counter | None, debug: bool) -> Callable[[jobs.Outcome], None]:
+    """Each outcome counted; each failure said on one line (its row in the manifest says it too)."""
+    def report(outcome: jobs.Outcome) -> None:
+        failed = outcome.status == "failed"
+        if failed:
+            if debug and outcome.exception is not None:
+                traceback.print_exception(outcome.exception)
+            line = f"adain: error: {outcome.error or 'failed'}"
+            if counter is None:
+                typer.echo(line, err=True)
+            else:
+                counter.say(line)
+        if counter is not None:
+            counter.advance(1, int(failed))
+    return report
 
 
 @app.command()

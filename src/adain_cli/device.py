@@ -103,6 +103,15 @@ def pick_device(name: str = "auto") -> torch.device:
     return device
 
 
+def for_local_process(name: str, local: int) -> str:
+    """The device name for one of several processes on a machine (torchrun ranks, srun tasks):
+    `auto` or `cuda` becomes GPU `local` (modulo the GPUs this process sees, so that a launcher
+    that gives each task one GPU of its own also works); anything else is kept."""
+    if name in ("auto", "cuda") and cuda_available():
+        return f"cuda:{local % torch.cuda.device_count()}"
+    return name
+
+
 Precision = Literal["fp32", "bf16", "fp16"]
 PRECISIONS: tuple[Precision, ...] = ("fp32", "bf16", "fp16")
 DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}

@@ -145,8 +145,11 @@ def adain(content: Tensor, style: FeatureStats, content_stats: FeatureStats | No
     return torch.addcmul(shift, content.float(), scale).to(content.dtype)  # the affine map in fp32
 
 
-def blend(target: Tensor, content: Tensor, alpha: float) -> Tensor:
-    """The content-style trade-off t' = alpha * t + (1 - alpha) * f(c)."""
+def blend(target: Tensor, content: Tensor, alpha: float | Tensor) -> Tensor:
+    """The content-style trade-off t' = alpha * t + (1 - alpha) * f(c); alpha a number, or one
+    per batch item as an (N, 1, 1, 1) tensor."""
+    if isinstance(alpha, Tensor):
+        return (alpha * target + (1.0 - alpha) * content).to(target.dtype)
     if alpha == 1.0:
         return target
     return alpha * target + (1.0 - alpha) * content

@@ -56,6 +56,18 @@ class EncodedContent:
         return self.image.shape[-2], self.image.shape[-1]
 
 
+def _batch_alpha(alpha: float | Sequence[float], count: int, device: torch.device) -> float | Tensor:
+    """One alpha as a number; several as an (N, 1, 1, 1) tensor, unless they are all equal."""
+    if not isinstance(alpha, Sequence):
+        return check_alpha(alpha)
+    if len(alpha) != count:
+        raise UsageError(f"{len(alpha)} alphas for {count} pairs")
+    alphas = [check_alpha(a) for a in alpha]
+    if len(set(alphas)) == 1:
+        return alphas[0]  # the plain path: the same numbers as a single alpha, bit for bit
+    return torch.tensor(alphas, device=device).view(-1, 1, 1, 1)
+
+
 def _execution_of(device: str | torch.device, execution: Execution | None, options: dict[str, Any]) -> Execution:
     if execution is None:
         return Execution.resolve(device, **options)
@@ -132,20 +144,21 @@ class Stylizer:
         return self.render_batch([content], [style], alpha, color_mode)
 
     @torch.inference_mode()
-    def render_batch(self, contents: list[EncodedContent], styles: list[FeatureStats], alpha: float = 1.0,
-                     color_mode: color.ColorMode = "style") -> Tensor:
+    def render_batch(self, contents: list[EncodedContent], styles: list[FeatureStats],
+                     alpha: float | Sequence[float] = 1.0, color_mode: color.ColorMode = "style") -> Tensor:
         """Stage 3 for pairs of same-size contents and styles, decoded together: (N, 3, H, W), unclamped.
 
-        AdaIN happens window by window inside the decode, so a tiled render never holds a
-        second full-size feature map.
+        `alpha` is one number for every pair or one per pair. AdaIN happens window by window
+        inside the decode, so a tiled render never holds a second full-size feature map.
         """
-        check_alpha(alpha)
+        alpha = _batch_alpha(alpha, len(contents), self.device)
         features = cat([c.features for c in contents])
         content_stats = FeatureStats.cat([c.stats for c in contents])
         style_stats = FeatureStats.cat(styles).to(self.device)
 
         def restyle(window: Tensor, items: slice) -> Tensor:
-            return blend(adain(window, style_stats[items], content_stats[items]), window, alpha)
+            trade_off = alpha[items] if isinstance(alpha, Tensor) else alpha
+            return blend(adain(window, style_stats[items], content_stats[items]), window, trade_off)
 
         return self._finish(self._decoder.run(features, restyle), contents, color_mode)
 

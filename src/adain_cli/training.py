@@ -21,7 +21,6 @@ and only rank 0 logs and writes checkpoints, metrics and previews.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import threading
@@ -43,7 +42,7 @@ from .device import DTYPES, PRECISIONS, Precision, pick_device
 from .errors import AdainError, TrainingError, UsageError, WeightsError
 from .interpolate import contact_sheet
 from .model import STRIDE, Decoder, Encoder, adain, feature_stats
-from .weights import DECODER_FILE, load_encoder
+from .weights import DECODER_FILE, encoder_identity, load_encoder
 
 CHECKPOINT_FILE = "checkpoint.pt"
 METRICS_FILE = "metrics.jsonl"
@@ -125,15 +124,6 @@ def losses(encoder: Encoder, decoder: torch.nn.Module, content: Tensor, style: T
     generated_features = encoder.features(generated)
     loss_content = F.mse_loss(generated_features["relu4_1"].float(), target.float())
     return loss_content, style_loss(generated_features, style_features)
-
-
-def encoder_identity(encoder: Encoder) -> str:
-    """sha256 over the encoder's weights: a decoder only works with the encoder it was trained against."""
-    digest = hashlib.sha256()
-    for key, tensor in sorted(encoder.state_dict().items()):
-        digest.update(key.encode())
-        digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
 
 
 # --- distributed set-up -------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pickle
@@ -145,3 +146,13 @@ def load_decoder(path: Path) -> Decoder:
     with torch.device("meta"):
         decoder = Decoder()
     return _loaded(decoder, path).eval()
+
+
+def encoder_identity(encoder: Encoder) -> str:
+    """sha256 over the encoder's weights (as float32): what a trained decoder and a style's
+    statistics are tied to."""
+    digest = hashlib.sha256()
+    for key, tensor in sorted(encoder.state_dict().items()):
+        digest.update(key.encode())
+        digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
