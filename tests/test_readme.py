@@ -14,6 +14,9 @@ from __future__ import annotations
 
 import re
 import shlex
+import signal
+import subprocess
+import sys
 from fractions import Fraction
 from pathlib import Path
 
@@ -35,14 +38,21 @@ def blocks(language: str) -> list[str]:
 
 
 def command_blocks() -> list[list[str]]:
-    """Per bash block, its command lines: `adain ...`, optionally after VAR=value settings."""
+    """Per bash block, its command lines: `adain ...`, optionally after VAR=value settings.
+    `adain serve` runs until stopped: test_readme_serve_examples_work runs it."""
     found = []
     for block in blocks("bash"):
         lines = [line for line in block.splitlines()
-                 if line.startswith("adain ") or (ASSIGNMENT.match(line) and " adain " in line)]
+                 if (line.startswith("adain ") or (ASSIGNMENT.match(line) and " adain " in line))
+                 and not line.startswith("adain serve")]
         if lines:
             found.append(lines)
     return found
+
+
+def logical_lines(block: str) -> list[str]:
+    """A block's lines with backslash continuations joined."""
+    return block.replace("\\\n", " ").splitlines()
 
 
 @pytest.fixture
@@ -133,3 +143,31 @@ def test_readme_python_example_works(workdir: Path):
         assert "size=512" in block
         exec(compile(block.replace("size=512", f"size={LARGEST_SIZE}"), str(README), "exec"), {})
     assert (workdir / "photo.stylized.png").exists() and (workdir / "photo2.stylized.png").exists()
+
+
+def test_readme_serve_examples_work(workdir: Path):
+    """`adain serve` from the README in a process of its own, on a free port, and every curl
+    example against it; then SIGTERM, which it must take as a clean stop."""
+    lines = [line for block in blocks("bash") for line in logical_lines(block)]
+    [serve] = [shlex.split(line) for line in lines if line.startswith("adain serve")]
+    curls = [shlex.split(line) for line in lines if line.startswith("curl ")]
+    assert len(curls) >= 5
+    process = subprocess.Popen([sys.executable, "-m", "adain_cli", *serve[1:], "--port", "0"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stderr is not None
+        announced = process.stderr.readline()
+        address = re.search(r"http://[^ ]+", announced)
+        assert address, announced
+        for words in curls:
+            words = [word.replace("http://127.0.0.1:8000", address.group(0)) for word in words]
+            done = subprocess.run([words[0], "--fail-with-body", "-sS", *words[1:]], capture_output=True, text=True,
+                                  timeout=120)
+            assert done.returncode == 0, f"{' '.join(words)}\n{done.stdout}{done.stderr}"
+            if "-o" in words:
+                assert Image.open(workdir / words[words.index("-o") + 1]).size[0] > 0
+        process.send_signal(signal.SIGTERM)
+        process.wait(60)
+    finally:
+        process.kill()
+    assert process.returncode == 0

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import platform
 import signal
+import socket
 import sys
 import threading
 import time
@@ -35,7 +37,21 @@ try:  # Typer vendors Click since 0.2x; before, Click was a package of its own
 except ImportError:  # pragma: no cover (older Typer)
     from click import exceptions as click_errors  # type: ignore[no-redef]
 
-from . import __version__, batch, color, dataset, device, images, install, interpolate, jobs, memory, steady, weights
+from . import (
+    __version__,
+    batch,
+    color,
+    dataset,
+    device,
+    images,
+    install,
+    interpolate,
+    jobs,
+    memory,
+    serve,
+    steady,
+    weights,
+)
 from . import style_bank as style_bank_module
 from .download import RetryPolicy
 from .errors import EXIT_INTERRUPTED, EXIT_WEIGHTS, AdainError, UsageError
@@ -693,6 +709,102 @@ def _dataset_reporter(counter: _Counter | None, debug: bool) -> Callable[[jobs.O
         if counter is not None:
             counter.advance(1, int(failed))
     return report
+
+
+@app.command("serve")
+def serve_command(
+    styles: Annotated[Path | None, typer.Option(
+        "--styles", metavar="DIR", help="Paintings the page offers as thumbnails (searched recursively).")] = None,
+    host: Annotated[str, typer.Option("--host", help="Address to bind; other than loopback, anyone who can "
+                                                     "reach it can use the server (see --token).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port to bind; 0 picks a free one.")] = 8000,
+    token: Annotated[str | None, typer.Option(
+        "--token", metavar="TOKEN", help="Require 'Authorization: Bearer TOKEN' (or ?token=TOKEN) on every request; "
+                                         "also env ADAIN_TOKEN.", envvar="ADAIN_TOKEN")] = None,
+    save: Annotated[Path | None, typer.Option(
+        "--save", metavar="DIR", help="Also write every result here (by default nothing is written to disk).")] = None,
+    max_upload_mb: Annotated[float, typer.Option(
+        "--max-upload-mb", min=0.001, metavar="MB", help="Largest request body.")] = serve.DEFAULT_MAX_UPLOAD / 2**20,
+    max_pixels: Annotated[int, typer.Option(
+        "--max-pixels", min=1, metavar="N", help="Largest image, decoded or resized, in pixels.")
+    ] = serve.DEFAULT_MAX_PIXELS,
+    queue: Annotated[int, typer.Option(
+        "--queue", min=1, metavar="N", help="Requests waiting at most; more get 503 with Retry-After.")
+    ] = serve.DEFAULT_QUEUE,
+    vgg: VggPath = None,
+    decoder: DecoderPath = None,
+    device_name: Device = "auto",
+    precision: PrecisionOption = "fp32",
+    batch_size: Annotated[int, typer.Option(
+        "--batch-size", min=0, metavar="N",
+        help="Requests that arrive together decoded in one network call (same size). 0: 8 on CUDA, else 1.")] = 0,
+    tile: Tile = 0,
+    max_memory: MaxMemory = "auto",
+    compile_: Compile = False,
+    offline: Offline = False,
+    quiet: Quiet = False,
+    debug: Debug = False,
+) -> None:
+    """Serve a web page and an HTTP API (POST /v1/stylize) with the model kept warm."""
+    with _error_boundary(debug):
+        web = _web_module()
+
+        limits = serve.Limits(round(max_upload_mb * 2**20), max_pixels, queue)
+        library = web.Library.scan(styles)
+        if save is not None:
+            jobs.make_parent_dirs([save / "result.png"])
+        execution = _execution(device_name, precision, tile, max_memory, compile_, batch_size)
+        listener = _listen(host, port)
+        stylizer = _load_stylizer(vgg, decoder, execution, offline=offline, quiet=quiet)
+        engine = serve.Engine(stylizer, limits)
+        paths = weights.resolve_paths(vgg, decoder)
+        options = web.Options(token, save, {"vgg": str(paths[0]), "decoder": str(paths[1])})
+        bound_host, bound_port = listener.getsockname()[:2]
+        if not quiet:
+            where = f"http://{bound_host if ':' not in bound_host else f'[{bound_host}]'}:{bound_port}"
+            typer.echo(f"adain serve: {where} on {execution.device}, {len(library.files)} styles; Ctrl-C stops",
+                       err=True)
+        if not _is_loopback(bound_host):
+            typer.echo(f"adain: warning: listening on {bound_host}, reachable from other machines"
+                       + ("" if token else "; anyone who can reach it can use it: pass --token"), err=True)
+        try:
+            web.serve_forever(web.create_app(engine, library, options), listener, debug=debug)
+        finally:
+            engine.close()
+        if not quiet:
+            typer.echo(f"adain serve: stopped after {engine.served} requests", err=True)
+
+
+def _web_module() -> Any:
+    """The serve command's HTTP module; FastAPI and uvicorn are dependencies, but an install may lack them."""
+    try:
+        from . import web
+    except ImportError as exc:
+        if (exc.name or "").split(".")[0] in ("fastapi", "starlette", "uvicorn", "multipart", "python_multipart"):
+            raise UsageError("adain serve needs FastAPI and uvicorn: pip install fastapi uvicorn python-multipart") \
+                from None
+        raise
+    return web
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """The listening socket, bound before the model loads: a busy port fails at once, exit 2."""
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        listener = socket.socket(family, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((host, port))
+        listener.listen(128)
+    except OSError as exc:
+        raise UsageError(f"{host}:{port}: cannot listen ({exc.strerror or exc})") from None
+    return listener
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 @app.command()

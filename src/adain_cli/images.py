@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
+from typing import BinaryIO
 
 import torch
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
@@ -41,6 +42,7 @@ KNOWN_EXTENSIONS = ", ".join(sorted(s.lstrip(".") for s in FORMATS))
 
 # Smallest side the network takes: relu4_1 must be at least 2x2 for its reflection padding.
 MIN_SIDE = 16
+NOT_AN_IMAGE = "not an image file Pillow can read"
 # Pillow's own decompression-bomb threshold (about 89 megapixels); --max-pixels changes it.
 DEFAULT_MAX_PIXELS = 89_478_485
 DEFAULT_QUALITY = 95
@@ -74,11 +76,22 @@ def load_image(path: Path, max_pixels: int | None = DEFAULT_MAX_PIXELS,
     `max_pixels` guards against decompression bombs; None allows any size. `shorter_side`
     lets a large JPEG decode at reduced scale (see `decode_upright`).
     """
-    image = decode_upright(path, max_pixels, shorter_side)
+    return _srgb(decode_upright(path, max_pixels, shorter_side), path)
+
+
+def load_bytes(data: bytes, name: str, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """An image file's bytes (an upload) decoded as `load_image` decodes a file, in memory;
+    errors name it `name`."""
+    if not data:
+        raise ImageError(name, "empty file (0 bytes)")
+    return _srgb(_decode(io.BytesIO(data), name, max_pixels, None), name)
+
+
+def _srgb(image: Image.Image, name: Path | str) -> Image.Image:
     try:
         return to_rgb(image)
     except (ImageCms.PyCMSError, OSError, ValueError) as exc:  # a colour transform LittleCMS refuses, say
-        raise ImageError(path, f"cannot convert its colours to sRGB ({exc})") from exc
+        raise ImageError(name, f"cannot convert its colours to sRGB ({exc})") from exc
 
 
 def decode_upright(
@@ -96,14 +109,19 @@ def decode_upright(
         raise ImageError(path, "is a directory, not an image")
     if path.stat().st_size == 0:
         raise ImageError(path, "empty file (0 bytes)")
+    return _decode(path, path, max_pixels, shorter_side)
+
+
+def _decode(source: Path | BinaryIO, name: Path | str, max_pixels: int | None,
+            shorter_side: int | None) -> Image.Image:
     try:
         with _pillow_bomb_check_disabled():
-            image = Image.open(path)
+            image = Image.open(source)
         with image:
             width, height = image.size
             if max_pixels is not None and width * height > max_pixels:
                 raise ImageError(
-                    path,
+                    name,
                     f"{width}x{height} is {width * height:,} pixels, over the limit of "
                     f"{max_pixels:,} (possible decompression bomb; raise --max-pixels to allow)",
                 )
@@ -113,10 +131,10 @@ def decode_upright(
             image.load()
             return ImageOps.exif_transpose(image)
     except UnidentifiedImageError as exc:
-        raise ImageError(path, "not an image file Pillow can read") from exc
+        raise ImageError(name, NOT_AN_IMAGE) from exc
     except (OSError, SyntaxError, ValueError) as exc:
         # Pillow reports truncated and corrupt data as OSError/SyntaxError/ValueError.
-        raise ImageError(path, f"corrupt or truncated image ({exc})") from exc
+        raise ImageError(name, f"corrupt or truncated image ({exc})") from exc
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
