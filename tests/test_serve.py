@@ -275,17 +275,18 @@ def test_requests_arriving_together_share_a_network_call(stylizer, library: web.
 # --- safety -----------------------------------------------------------------------------------------
 
 def test_a_token_is_required_on_every_request_when_set(make_client):
-    client = make_client(token="s3cret")
+    client = make_client(token="s3cret/+&=")
     for path in ("/", "/v1/health", "/v1/info", "/v1/styles", "/openapi.json"):
         response = client.get(path)
         assert response.status_code == 401 and response.headers["www-authenticate"] == "Bearer"
     assert client.get("/v1/health", headers={"Authorization": "Bearer wrong"}).status_code == 401
-    assert client.get("/v1/health", headers={"Authorization": "Bearer s3cret"}).status_code == 200
-    assert client.get("/?token=s3cret").status_code == 200
+    assert client.get("/v1/health", headers={"Authorization": "Bearer wr\u00f6ng".encode("latin-1")}).status_code == 401
+    assert client.get("/v1/health", headers={"Authorization": "Bearer s3cret/+&="}).status_code == 200
+    assert client.get("/?token=s3cret%2F%2B%26%3D").status_code == 200  # as the page's encodeURIComponent sends it
     files = [("content", ("a.png", CONTENT, "image/png")), ("style", ("s.png", STYLE, "image/png"))]
     assert client.post("/v1/stylize", files=files, data=SMALL).status_code == 401
     assert client.post("/v1/stylize", files=files, data=SMALL,
-                       headers={"Authorization": "Bearer s3cret"}).status_code == 200
+                       headers={"Authorization": "Bearer s3cret/+&="}).status_code == 200
 
 
 def test_uploads_never_touch_the_disk_and_nothing_is_saved_by_default(client: TestClient,
@@ -393,18 +394,19 @@ def test_the_page_in_headless_chromium(stylizer, library: web.Library, tmp_path:
     photo.write_bytes(png(64, 48, 5))
     painting.write_bytes(png(40, 40, 6))
     engine = Engine(stylizer)
-    server = uvicorn.Server(uvicorn.Config(web.create_app(engine, library), log_level="warning"))
+    app = web.create_app(engine, library, web.Options(token="t0k/+"))  # the page must carry the token along
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
     thread.start()
-    url = f"http://127.0.0.1:{listener.getsockname()[1]}/"
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}/?token=t0k%2F%2B"
     try:
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
             page = browser.new_page(viewport={"width": 390, "height": 844})  # a phone-sized screen
             page.goto(url)
-            page.wait_for_selector("#library button img")
+            page.wait_for_function("document.querySelector('#library button img')?.naturalWidth > 0")  # thumbnails
             page.set_input_files("#content", str(photo))
             page.set_input_files("#styles", str(painting))
             page.select_option("#size", "0")

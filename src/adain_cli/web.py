@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import parse_qs
 
 import starlette.formparsers
 import torch
@@ -147,14 +148,16 @@ class _Guard:
         assert self.token is not None
         headers = dict(scope.get("headers") or [])
         given = headers.get(b"authorization", b"").decode("latin-1")
-        if given.startswith("Bearer ") and secrets.compare_digest(given[7:].strip(), self.token):
+        if given.startswith("Bearer ") and self._matches(given[7:].strip()):
             return True
-        query = scope.get("query_string", b"").decode("latin-1")
-        for pair in query.split("&"):
-            name, _, value = pair.partition("=")
-            if name == "token" and secrets.compare_digest(value, self.token):
-                return True
-        return False
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        return any(self._matches(value) for value in query.get("token", []))
+
+    def _matches(self, given: str) -> bool:
+        # As bytes: compare_digest refuses non-ASCII strings, and a header may hold anything.
+        assert self.token is not None
+        return secrets.compare_digest(given.encode("utf-8", "surrogateescape"),
+                                      self.token.encode("utf-8", "surrogateescape"))
 
     async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
         await error(413, f"request body over the limit of {self.max_body:,} bytes (--max-upload-mb)")(
