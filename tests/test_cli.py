@@ -6,6 +6,7 @@ import io
 import json
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -378,12 +379,14 @@ def test_ctrl_c_exits_130_keeping_finished_outputs(weights_home, images_dir, tmp
     from adain_cli import images
 
     real_save, saved = images.save_image, []
+    one_at_a_time = threading.Lock()  # outputs are saved on two threads: exactly one save may succeed
 
     def save_then_interrupt(image, path, quality=95):
-        if saved:
-            raise KeyboardInterrupt
-        real_save(image, path, quality)
-        saved.append(path)
+        with one_at_a_time:
+            if saved:
+                raise KeyboardInterrupt
+            real_save(image, path, quality)
+            saved.append(path)
 
     monkeypatch.setattr(images, "save_image", save_then_interrupt)
     result = adain("stylize", images_dir / "content", images_dir / "style", "-o", tmp_path / "out", *SMALL)
