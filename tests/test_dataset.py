@@ -18,7 +18,7 @@ import pytest
 import torch
 from conftest import synthetic_image
 from PIL import Image
-from test_cli import adain, one_error_line
+from test_cli import adain, bad_input_cases, one_error_line
 
 from adain_cli import UsageError, batch, dataset, device, jobs
 from adain_cli.atomic import remove_stale_temporaries
@@ -378,24 +378,19 @@ def test_the_default_bank_is_in_the_user_cache_directory(weights_home: Path, tre
 def test_bad_images_are_recorded_as_failed_and_the_run_goes_on(run, tmp_path: Path):
     content = tmp_path / "content"
     (content / "k").mkdir(parents=True)
-    synthetic_image(40, 32).save(content / "k" / "good.jpg")
-    (content / "k" / "garbage.jpg").write_bytes(b"this is not an image")
-    full = (content / "k" / "good.jpg").read_bytes()
-    (content / "k" / "truncated.jpg").write_bytes(full[: len(full) // 2])
-    synthetic_image(8, 8).save(content / "k" / "tiny.png")
-    synthetic_image(300, 200).save(content / "k" / "huge.png")
+    reasons = {path.name: reason for path, reason in bad_input_cases(content / "k").values()}  # and whole.jpg
+    synthetic_image(300, 200).save(content / "k" / "huge.png")  # over --max-pixels, under the default
     (content / "k" / "dangling.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    reasons |= {"huge.png": "over the limit of 50,000", "dangling.jpg": "no such file"}
     result = run(tmp_path / "out", "--max-pixels", "50000", content=content)
     assert result.exit_code == 1
     table = {row["content"]: row for row in rows(tmp_path / "out" / "manifest.csv")}
-    assert table["k/good.jpg"]["status"] == "written"
-    reasons = {"garbage.jpg": "not an image", "truncated.jpg": "truncated", "tiny.png": "too small",
-               "huge.png": "over the limit", "dangling.jpg": "no such file"}
+    assert table["k/whole.jpg"]["status"] == "written"
     for name, reason in reasons.items():
         assert table[f"k/{name}"]["status"] == "failed" and reason in table[f"k/{name}"]["error"], table[f"k/{name}"]
         assert not (tmp_path / "out" / "k" / name).exists()
     errors = [line for line in result.stderr.splitlines() if line.startswith("adain: error: ")]
-    assert len(errors) == 5 and all(str(content) in line for line in errors)
+    assert len(errors) == len(reasons) == 7 and all(str(content) in line for line in errors)
 
 
 def test_unicode_and_spaces_in_paths_work(run, tmp_path: Path):

@@ -752,7 +752,7 @@ def serve_command(
         limits = serve.Limits(round(max_upload_mb * 2**20), max_pixels, queue)
         library = web.Library.scan(styles)
         if save is not None:
-            jobs.make_parent_dirs([save / "result.png"])
+            jobs.make_dirs([save])
         execution = _execution(device_name, precision, tile, max_memory, compile_, batch_size)
         listener = _listen(host, port)
         stylizer = _load_stylizer(vgg, decoder, execution, offline=offline, quiet=quiet)

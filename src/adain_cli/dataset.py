@@ -28,6 +28,7 @@ import io
 import os
 import re
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -180,8 +181,6 @@ class Plan:
     out: Path
     options: Options
     jobs: list[batch.Job]
-    contents: int  # images in the whole tree, all shards
-    styles: int
     notices: list[str] = field(default_factory=list)
 
     @property
@@ -220,7 +219,7 @@ def plan(content_root: Path, style_root: Path, out: Path, options: Options) -> P
                 planned.append(batch.Job(content_root / relative, style_root / styles[pick], out / name,
                                          draw_alpha(options.seed, relative, j, low, high)))
     _refuse_overwriting_inputs(out, content_root, style_root, made_by, contents, styles)
-    return Plan(content_root, style_root, out, options, planned, len(contents), len(styles), notices)
+    return Plan(content_root, style_root, out, options, planned, notices)
 
 
 def _walk(root: Path, what: str, unreadable: Callable[[Path, OSError], None]) -> list[str]:
@@ -265,7 +264,8 @@ def _style_labels(styles: list[str]) -> list[str]:
     """How each style is named in outputs: its stem, or where two styles share a stem, its
     relative path with "-" for "/" (so that their outputs stay apart)."""
     stems = [PurePosixPath(name).stem for name in styles]
-    shared = {stem for stem in stems if stems.count(stem) > 1} if len(set(stems)) < len(stems) else set()
+    uses = Counter(stems)
+    shared = {stem for stem, count in uses.items() if count > 1}
     return [str(PurePosixPath(name).with_suffix("")).replace("/", "-") if stem in shared else stem
             for name, stem in zip(styles, stems, strict=True)]
 

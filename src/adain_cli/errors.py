@@ -58,6 +58,14 @@ class ImageError(PathError):
     """One input image cannot be used; a batch carries on with the others."""
 
 
+class NotAnImage(ImageError):
+    """The file is empty or in no format Pillow reads (a server answers 415 for it)."""
+
+
+class ImageTooLarge(ImageError):
+    """More pixels than the limit allows: a possible decompression bomb (a server answers 413)."""
+
+
 class OutputError(PathError):
     """One output cannot be written; nothing partial is left behind."""
 

@@ -24,7 +24,7 @@ from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 from torch import Tensor
 
 from .atomic import atomic_write
-from .errors import ImageError, OutputError
+from .errors import ImageError, ImageTooLarge, NotAnImage, OutputError
 
 # Output format by file extension.
 FORMATS = {
@@ -42,7 +42,6 @@ KNOWN_EXTENSIONS = ", ".join(sorted(s.lstrip(".") for s in FORMATS))
 
 # Smallest side the network takes: relu4_1 must be at least 2x2 for its reflection padding.
 MIN_SIDE = 16
-NOT_AN_IMAGE = "not an image file Pillow can read"
 # Pillow's own decompression-bomb threshold (about 89 megapixels); --max-pixels changes it.
 DEFAULT_MAX_PIXELS = 89_478_485
 DEFAULT_QUALITY = 95
@@ -83,7 +82,7 @@ def load_bytes(data: bytes, name: str, max_pixels: int | None = DEFAULT_MAX_PIXE
     """An image file's bytes (an upload) decoded as `load_image` decodes a file, in memory;
     errors name it `name`."""
     if not data:
-        raise ImageError(name, "empty file (0 bytes)")
+        raise NotAnImage(name, "empty file (0 bytes)")
     return _srgb(_decode(io.BytesIO(data), name, max_pixels, None), name)
 
 
@@ -108,7 +107,7 @@ def decode_upright(
     if path.is_dir():
         raise ImageError(path, "is a directory, not an image")
     if path.stat().st_size == 0:
-        raise ImageError(path, "empty file (0 bytes)")
+        raise NotAnImage(path, "empty file (0 bytes)")
     return _decode(path, path, max_pixels, shorter_side)
 
 
@@ -120,7 +119,7 @@ def _decode(source: Path | BinaryIO, name: Path | str, max_pixels: int | None,
         with image:
             width, height = image.size
             if max_pixels is not None and width * height > max_pixels:
-                raise ImageError(
+                raise ImageTooLarge(
                     name,
                     f"{width}x{height} is {width * height:,} pixels, over the limit of "
                     f"{max_pixels:,} (possible decompression bomb; raise --max-pixels to allow)",
@@ -131,7 +130,7 @@ def _decode(source: Path | BinaryIO, name: Path | str, max_pixels: int | None,
             image.load()
             return ImageOps.exif_transpose(image)
     except UnidentifiedImageError as exc:
-        raise ImageError(name, NOT_AN_IMAGE) from exc
+        raise NotAnImage(name, "not an image file Pillow can read") from exc
     except (OSError, SyntaxError, ValueError) as exc:
         # Pillow reports truncated and corrupt data as OSError/SyntaxError/ValueError.
         raise ImageError(name, f"corrupt or truncated image ({exc})") from exc
@@ -302,17 +301,22 @@ def format_for(path: Path) -> str:
         raise OutputError(path, f"unknown output extension {path.suffix!r} (use one of {KNOWN_EXTENSIONS})") from None
 
 
+def write_image(image: Image.Image, handle: BinaryIO, fmt: str, quality: int = DEFAULT_QUALITY) -> None:
+    """Encode in a Pillow format ("PNG", "JPEG", ...) with the options every output gets."""
+    options: dict[str, int] = {"quality": quality} if fmt in ("JPEG", "WEBP") else {}
+    if fmt == "PNG":
+        options["compress_level"] = PNG_COMPRESS_LEVEL
+    image.save(handle, format=fmt, **options)
+
+
 def save_image(image: Image.Image, path: Path, quality: int = DEFAULT_QUALITY) -> None:
     """Write atomically (see `atomic_write`): a failure leaves neither a partial file nor a
     damaged existing one."""
     path = Path(path)
     fmt = format_for(path)
-    options: dict[str, int] = {"quality": quality} if fmt in ("JPEG", "WEBP") else {}
-    if fmt == "PNG":
-        options["compress_level"] = PNG_COMPRESS_LEVEL
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_write(path) as handle:
-            image.save(handle, format=fmt, **options)
+            write_image(image, handle, fmt, quality)
     except OSError as exc:
         raise OutputError.cannot_write(path, exc) from exc

@@ -56,7 +56,7 @@ class Settings:
         """A content file decoded and resized as the network takes it: (1, 3, H, W) in [0, 1]."""
         return self.prepare_content(images.load_image(path, self.max_pixels), path)
 
-    def prepare_content(self, image: Image.Image, path: Path) -> Tensor:
+    def prepare_content(self, image: Image.Image, path: Path | str) -> Tensor:
         """A decoded content (its original kept by a caller that needs its size) as the network takes it."""
         return images.to_tensor(images.prepare(image, self.content_size, self.crop, path))
 
@@ -64,7 +64,7 @@ class Settings:
         """A style file decoded and resized as the network takes it: (1, 3, H, W) in [0, 1]."""
         return self.prepare_style(images.load_image(path, self.max_pixels), path)
 
-    def prepare_style(self, image: Image.Image, path: Path) -> Tensor:
+    def prepare_style(self, image: Image.Image, path: Path | str) -> Tensor:
         """A decoded style (a frame of a style video, say) as the network takes it."""
         return images.to_tensor(images.prepare(image, self.style_size, self.crop, path))
 
@@ -164,18 +164,29 @@ def refuse_collisions(outputs: Sequence[tuple[Path, str]], inputs: Iterable[Path
 
 def make_parent_dirs(outputs: Iterable[Path]) -> None:
     """Create the outputs' directories up front: UsageError (nothing done yet) if that fails."""
-    for parent in sorted({output.parent for output in outputs}):
+    make_dirs({output.parent for output in outputs})
+
+
+def make_dirs(folders: Iterable[Path]) -> None:
+    """Create output directories: UsageError naming the first that cannot be created."""
+    for folder in sorted(folders):
         try:
-            parent.mkdir(parents=True, exist_ok=True)
+            folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise UsageError(f"{parent}: cannot create output directory ({exc.strerror or exc})") from None
+            raise UsageError(f"{folder}: cannot create output directory ({exc.strerror or exc})") from None
 
 
 def failure(path: Path, exc: BaseException) -> ImageError:
     """A one-line error for an unexpected failure while working on one input (out of memory, say),
     so that a batch goes on. The original exception stays attached for --debug."""
-    reason = "out of memory (try a smaller --content-size or --max-memory)" if memory.is_exhausted(exc) \
-        else f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else 'failed'}"
-    error = ImageError(path, reason)
+    error = ImageError(path, failure_reason(exc))
     error.__cause__ = exc
     return error
+
+
+def failure_reason(exc: BaseException) -> str:
+    """An unexpected exception in one line: what it was and its first line, or out of memory."""
+    if memory.is_exhausted(exc):
+        return "out of memory (try a smaller --content-size or --max-memory)"
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else 'failed'}"

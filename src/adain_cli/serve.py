@@ -29,8 +29,8 @@ from typing import Generic, TypeVar
 import torch
 from PIL import Image
 
-from . import color, images, mixing
-from .errors import AdainError, ImageError, UsageError
+from . import color, images, jobs, mixing
+from .errors import AdainError, ImageError, ImageTooLarge, NotAnImage, UsageError
 from .model import FeatureStats
 from .stylizer import EncodedContent, Stylizer, check_alpha
 
@@ -106,11 +106,16 @@ class Request:
                 mixing.normalise_weights(self.weights, len(self.styles))
         except UsageError as exc:
             raise RequestError(400, str(exc)) from None
-        for name in ("content_size", "style_size"):
+        for name in ("content_size", "style_size"):  # a size too large for the pixel limit is the engine's 413
             size = getattr(self, name)
-            if size != 0 and not images.MIN_SIDE <= size <= 16384:
-                raise RequestError(400, f"{name} must be 0 (original size) or from {images.MIN_SIDE} to 16384, "
-                                        f"got {size}")
+            if size != 0 and size < images.MIN_SIDE:
+                raise RequestError(400, f"{name} must be 0 (original size) or at least {images.MIN_SIDE}, got {size}")
+
+    @cached_property
+    def settings(self) -> jobs.Settings:
+        """The request as the settings every command prepares images with."""
+        return jobs.Settings(alpha=self.alpha, content_size=self.content_size, style_size=self.style_size,
+                             color_mode=self.color_mode)
 
     @property
     def mix(self) -> tuple[float, ...]:
@@ -142,7 +147,7 @@ class _Recent(Generic[K, V]):
         self._items: OrderedDict[K, V] = OrderedDict()
         self._max_entries, self._max_size, self._size_of = max_entries, max_size, size_of
         self._lock = threading.Lock()
-        self.hits = self.misses = 0
+        self.hits = 0
 
     def get(self, key: K) -> V | None:
         with self._lock:
@@ -150,7 +155,6 @@ class _Recent(Generic[K, V]):
                 self._items.move_to_end(key)
                 self.hits += 1
                 return self._items[key]
-            self.misses += 1
             return None
 
     def put(self, key: K, value: V) -> None:
@@ -205,25 +209,34 @@ class Engine:
         waits for it); RequestError 413/415/400 for images that cannot be used."""
         content = None
         if (request.content.digest, request.content_size) not in self._contents:
-            content = self._decode(request.content, request.content_size)
-        styles = [None if self._style_cached(request, s) else self._decode(s, request.style_size)
-                  for s in request.styles]
+            content = self._decode_content(request)
+        styles = [None if self._style_cached(request, s) else self._decode_style(request, s) for s in request.styles]
         return Work(request, Future(), content, styles)
 
     def _style_cached(self, request: Request, style: Upload) -> bool:
         # Under "coral" a style is recoloured towards each content: nothing to reuse across contents.
         return not color.recolours_style(request.color_mode) and (style.digest, request.style_size) in self._styles
 
-    def _decode(self, upload: Upload, size: int) -> torch.Tensor:
+    def _decode_content(self, request: Request) -> torch.Tensor:
+        return self._decode(request.content, request.content_size, request.settings.prepare_content)
+
+    def _decode_style(self, request: Request, style: Upload) -> torch.Tensor:
+        return self._decode(style, request.style_size, request.settings.prepare_style)
+
+    def _decode(self, upload: Upload, size: int, prepare: Callable[[Image.Image, str], torch.Tensor]) -> torch.Tensor:
+        """Decoded, checked against the pixel limit before resizing (so that a huge size allocates
+        nothing), and prepared as the commands prepare images."""
         try:
             image = images.load_bytes(upload.data, upload.name, self.limits.max_pixels)
-            prepared = images.prepare(image, size, False, upload.name)
+            if size:
+                scale = size / min(image.size)
+                width, height = round(image.width * scale), round(image.height * scale)
+                if width * height > self.limits.max_pixels:
+                    raise RequestError(413, f"{upload.name}: would be {width}x{height} after resizing, over the "
+                                            f"limit of {self.limits.max_pixels:,} pixels")
+            return prepare(image, upload.name)
         except ImageError as exc:
-            raise RequestError(_status_of(exc), str(exc)) from None
-        if prepared.width * prepared.height > self.limits.max_pixels:
-            raise RequestError(413, f"{upload.name}: {prepared.width}x{prepared.height} after resizing is over the "
-                                    f"limit of {self.limits.max_pixels:,} pixels")
-        return images.to_tensor(prepared)
+            raise _as_request_error(exc) from None
 
     def submit(self, work: Work) -> Future[Image.Image]:
         """Queue prepared work; QueueFull when the queue is at its limit."""
@@ -300,7 +313,7 @@ class Engine:
         cached = self._contents.get(key)
         if cached is not None:
             return cached
-        image = work.content if work.content is not None else self._decode(request.content, request.content_size)
+        image = work.content if work.content is not None else self._decode_content(request)
         [encoded] = self.stylizer.encode_contents(image)
         self._contents.put(key, encoded)
         return encoded
@@ -318,33 +331,20 @@ class Engine:
         cached = None if per_content else self._styles.get(key)
         if cached is not None:
             return cached
-        image = image if image is not None else self._decode(upload, request.style_size)
+        image = image if image is not None else self._decode_style(request, upload)
         stats = self.stylizer.style_stats(image, content, request.color_mode)
         if not per_content:
             self._styles.put(key, stats)
         return stats
 
 
-def _status_of(exc: ImageError) -> int:
-    if "over the limit" in exc.reason:
-        return 413
-    if exc.reason == images.NOT_AN_IMAGE or exc.reason.startswith("empty file"):
-        return 415
-    return 400
-
-
 def _as_request_error(exc: Exception) -> RequestError:
     if isinstance(exc, RequestError):
         return exc
-    if isinstance(exc, ImageError):
-        return RequestError(_status_of(exc), str(exc))
-    if isinstance(exc, UsageError):
+    if isinstance(exc, ImageTooLarge):
+        return RequestError(413, str(exc))
+    if isinstance(exc, NotAnImage):
+        return RequestError(415, str(exc))
+    if isinstance(exc, (ImageError, UsageError)):
         return RequestError(400, str(exc))
-    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return RequestError(500, f"stylization failed ({type(exc).__name__}: {reason})")
-
-
-def stylize(engine: Engine, request: Request) -> Image.Image:
-    """One request through the queue, blocking: for library callers and tests."""
-    return engine.submit(engine.prepare(request)).result()
-
+    return RequestError(500, f"stylization failed ({jobs.failure_reason(exc)})")

@@ -44,8 +44,8 @@ from .errors import ImageError, UsageError
 from .inputs import walk_images
 from .serve import Engine, QueueFull, Request, RequestError, Upload, parse_weights
 
-FORMATS = {"png": ("PNG", "image/png"), "jpeg": ("JPEG", "image/jpeg"), "jpg": ("JPEG", "image/jpeg"),
-           "webp": ("WEBP", "image/webp")}
+# The response formats the API offers, by the name a request gives: Pillow's format, as outputs.
+FORMATS = {name: images.FORMATS[f".{name}"] for name in ("png", "jpeg", "jpg", "webp")}
 THUMBNAIL_SIDE = 192
 
 Scope = MutableMapping[str, Any]
@@ -58,7 +58,6 @@ Send = Callable[[Message], Awaitable[None]]
 class Library:
     """The paintings of --styles, by name (their path relative to the folder); never a request's path."""
 
-    folder: Path | None = None
     files: dict[str, Path] = field(default_factory=dict)
     thumbnails: dict[str, bytes] = field(default_factory=dict)
 
@@ -68,7 +67,7 @@ class Library:
             return cls()
         if not folder.is_dir():
             raise UsageError(f"{folder}: --styles must be a folder")
-        return cls(folder, {name: folder / name for name in walk_images(folder)})
+        return cls({name: folder / name for name in walk_images(folder)})
 
     def upload(self, name: str) -> Upload:
         if name not in self.files:
@@ -249,7 +248,7 @@ def create_app(engine: Engine, library: Library | None = None, options: Options 
         if preserve_color and luminance_only:
             raise RequestError(400, "choose preserve_color or luminance_only, not both")
         uploads = [Upload(s.filename or "style", await s.read()) for s in style or []]
-        uploads += [library.upload(name) for name in style_name or []]
+        uploads += [await asyncio.to_thread(library.upload, name) for name in style_name or []]
         request = Request(Upload(content.filename or "content", await content.read()), tuple(uploads), alpha,
                           parse_weights(weights), color.mode_from_flags(preserve_color, luminance_only),
                           content_size, style_size)
@@ -257,18 +256,18 @@ def create_app(engine: Engine, library: Library | None = None, options: Options 
         work = await asyncio.to_thread(engine.prepare, request)
         picture = await asyncio.wrap_future(engine.submit(work))
         seconds = time.perf_counter() - began
-        pillow_format, media_type = FORMATS[format.lower()]
+        pillow_format = FORMATS[format.lower()]
         data = await asyncio.to_thread(_encode, picture, pillow_format)
         if options.save is not None:
             await asyncio.to_thread(_save, options.save, data, format.lower())
-        return Response(data, media_type=media_type, headers={"X-Seconds": f"{seconds:.3f}"})
+        return Response(data, media_type=f"image/{pillow_format.lower()}", headers={"X-Seconds": f"{seconds:.3f}"})
 
     return _Guard(api, options.token, engine.limits.max_upload)
 
 
 def _encode(picture: Image.Image, pillow_format: str) -> bytes:
     buffer = io.BytesIO()
-    picture.save(buffer, pillow_format, **({"quality": images.DEFAULT_QUALITY} if pillow_format != "PNG" else {}))
+    images.write_image(picture, buffer, pillow_format)
     return buffer.getvalue()
 
 
