@@ -181,3 +181,47 @@ def icc_profile(description: str, colorants: tuple[tuple[float, float, float], .
               + bytes(48))
     assert len(header) == 128
     return header + struct.pack(">I", len(tags)) + table + body
+
+
+
+# --- adain serve: an app over a fresh engine, for the serve test modules ---------------------------------
+
+LOCAL = "http://127.0.0.1:8000"  # the server's own address, as a browser on this machine names it
+
+
+@pytest.fixture(scope="module")
+def library(tmp_path_factory: pytest.TempPathFactory):
+    """Two paintings for `--styles`, one in a subfolder."""
+    from adain_cli import web
+
+    folder = tmp_path_factory.mktemp("paintings")
+    (folder / "old").mkdir()
+    synthetic_image(36, 36, seed=2).save(folder / "one.png")
+    synthetic_image(30, 40, seed=3).save(folder / "old" / "two.png")
+    return web.Library.scan(folder)
+
+
+@pytest.fixture
+def make_client(stylizer, library):
+    """A test client over a fresh engine (so caches start empty), with these limits and options."""
+    from fastapi.testclient import TestClient
+
+    from adain_cli import serve, web
+
+    engines = []
+
+    def make(limits=None, **options):
+        engine = serve.Engine(stylizer, limits or serve.Limits())
+        engines.append(engine)
+        client = TestClient(web.create_app(engine, library, web.Options(**options)), base_url=LOCAL)
+        client.engine = engine  # type: ignore[attr-defined]
+        return client
+
+    yield make
+    for engine in engines:
+        engine.close()
+
+
+@pytest.fixture
+def client(make_client):
+    return make_client()

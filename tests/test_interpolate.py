@@ -222,6 +222,7 @@ def test_existing_outputs_are_skipped(weights_home, files, tmp_path):
     (["-w", "-1,2"], "non-negative"),
     (["-w", "nan,1"], "non-negative"),
     (["-w", "0,0"], "must not all be zero"),
+    (["-w", "1e308,1e308"], "finite sum"),  # each finite, the sum not: they would mix as 0, 0
     (["-w", "a,b"], "comma-separated numbers"),
     (["--grid", "3"], "exactly four styles"),
     (["--steps", "3", "--grid", "3"], "choose one of"),

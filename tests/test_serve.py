@@ -38,37 +38,6 @@ CONTENT, STYLE, STYLE2 = png(40, 32, 1), png(36, 36, 2), png(30, 40, 3)
 SMALL = {"content_size": "0", "style_size": "0"}
 
 
-@pytest.fixture(scope="module")
-def library(tmp_path_factory: pytest.TempPathFactory) -> web.Library:
-    folder = tmp_path_factory.mktemp("paintings")
-    (folder / "old").mkdir()
-    synthetic_image(36, 36, seed=2).save(folder / "one.png")
-    synthetic_image(30, 40, seed=3).save(folder / "old" / "two.png")
-    return web.Library.scan(folder)
-
-
-@pytest.fixture
-def make_client(stylizer, library: web.Library):
-    """A test client over a fresh engine (so caches start empty), with these limits and options."""
-    engines: list[Engine] = []
-
-    def make(limits: Limits | None = None, **options) -> TestClient:
-        engine = Engine(stylizer, limits or Limits())
-        engines.append(engine)
-        client = TestClient(web.create_app(engine, library, web.Options(**options)))
-        client.engine = engine  # type: ignore[attr-defined]
-        return client
-
-    yield make
-    for engine in engines:
-        engine.close()
-
-
-@pytest.fixture
-def client(make_client) -> TestClient:
-    return make_client()
-
-
 def post(client: TestClient, content: bytes = CONTENT, styles: tuple[bytes, ...] = (STYLE,), **fields):
     files = [("content", ("photo.png", content, "image/png"))]
     files += [("style", (f"painting{i}.png", data, "image/png")) for i, data in enumerate(styles)]
@@ -101,7 +70,8 @@ def test_health_and_info(client: TestClient):
     info = client.get("/v1/info").json()
     assert info["device"] == "cpu" and info["dtype"] == "float32" and info["styles"] == 2
     assert info["limits"] == {"max_upload_bytes": serve.DEFAULT_MAX_UPLOAD, "max_pixels": serve.DEFAULT_MAX_PIXELS,
-                              "queue": serve.DEFAULT_QUEUE}
+                              "queue": serve.DEFAULT_QUEUE, "memory_bytes": client.engine.budget.limit}
+    assert info["memory_held"] == 0
     assert {"adain_cli", "torch", "queue", "weights", "served"} <= set(info)
 
 
@@ -343,11 +313,11 @@ def test_styles_must_be_a_folder(weights_home: Path, tmp_path: Path):
     one_error_line(result, "--styles must be a folder")
 
 
-def serve_process(weights_home: Path, *args: str) -> tuple[subprocess.Popen, str]:
+def serve_process(weights_home: Path, *args: str, **popen) -> tuple[subprocess.Popen, str]:
     """`adain serve` in its own process on a free port; returns it and its address."""
+    popen.setdefault("env", {**os.environ, "ADAIN_HOME": str(weights_home)})
     process = subprocess.Popen([sys.executable, "-m", "adain_cli", "serve", "--port", "0", *args],
-                               env={**os.environ, "ADAIN_HOME": str(weights_home)},
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
     assert process.stderr is not None
     line = process.stderr.readline()
     assert "http://" in line, line + process.stderr.read()
@@ -367,7 +337,9 @@ def test_sigterm_drains_and_exits_cleanly_and_other_hosts_get_a_warning(weights_
         with ThreadPoolExecutor(1) as pool:
             in_flight = pool.submit(httpx.post, f"http://127.0.0.1:{port}/v1/stylize", files=files,
                                     data={**SMALL, "content_size": "256"}, timeout=60)
-            time.sleep(0.3)
+            deadline = time.monotonic() + 30  # until the request is in the engine: then SIGTERM must wait for it
+            while httpx.get(f"http://127.0.0.1:{port}/v1/health").json()["queue"] < 1 and time.monotonic() < deadline:
+                time.sleep(0.02)
             process.send_signal(signal.SIGTERM)
             assert in_flight.result().status_code == 200  # finished, not cut off
         _, stderr = process.communicate(timeout=60)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,7 +18,23 @@ import av
 import numpy as np
 import pytest
 import torch
-from clips import NTSC, audio_seconds, make_clip, moving_frames, read_frames, rgb, streams
+from clips import (
+    HLG,
+    NTSC,
+    PQ,
+    Track,
+    audio_seconds,
+    hlg_signal,
+    make_clip,
+    make_hdr_clip,
+    make_repeated_clip,
+    make_ts_clip,
+    moving_frames,
+    pq_signal,
+    read_frames,
+    rgb,
+    streams,
+)
 from conftest import synthetic_image
 from PIL import Image
 from test_cli import adain, one_error_line
@@ -233,7 +250,7 @@ def test_json_prints_one_summary_object(clips: Path, run_video, tmp_path: Path):
     summary = json.loads(result.stdout)
     assert summary["input"] == str(clips / "vfr.mkv") and summary["output"] == str(tmp_path / "o.mp4")
     assert summary["frames"] == 5 and summary["status"] == "written" and summary["frames_per_second"] > 0
-    assert summary["error"] is None and summary["seconds"] > 0
+    assert summary["error"] is None and summary["seconds"] > 0 and summary["repeated_frames"] == []
 
 
 def test_an_existing_output_is_kept_unless_overwrite(clips: Path, run_video, tmp_path: Path):
@@ -499,3 +516,188 @@ def test_interrupting_leaves_no_partial_output_and_the_old_one_intact(weights_ho
     assert "interrupted" in stderr and "Traceback" not in stderr
     assert out.read_bytes() == b"old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["adain-home", "long.mkv", "o.mp4", "s.png"]
+
+
+# --- the cases people bring (issue 19) ---------------------------------------------------------
+
+def one_notice(stderr: str, *parts: str) -> str:
+    lines = [line for line in stderr.splitlines() if all(part in line for part in parts)]
+    assert len(lines) == 1, stderr
+    return lines[0]
+
+
+def adain_process(args: list[str | Path], home: Path, *, read_only: Path | None = None,
+                  unprivileged: bool = False) -> subprocess.CompletedProcess:
+    """`adain` in a process of its own, offline with no weights (so a check that comes too late
+    fails differently): over a read-only mount at `read_only` (a user namespace lets anyone
+    mount one), or without root's power to write anywhere (CAP_DAC_OVERRIDE) when run as root."""
+    command = [sys.executable, "-m", "adain_cli", *map(str, args)]
+    if read_only is not None:
+        if shutil.which("unshare") is None:
+            pytest.skip("needs unshare(1) to mount a read-only file system")
+        probe = subprocess.run(["unshare", "--map-root-user", "--mount", "true"], capture_output=True)
+        if probe.returncode != 0:
+            pytest.skip(f"user namespaces are not available here: {probe.stderr.decode().strip()}")
+        command = ["unshare", "--map-root-user", "--mount", "sh", "-c", 'mount -t tmpfs -o ro tmpfs "$0" && exec "$@"',
+                   str(read_only), *command]
+    if unprivileged and os.geteuid() == 0:
+        if shutil.which("setpriv") is None:
+            pytest.skip("needs setpriv(1) to drop root's override of file permissions")
+        command = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", "--", *command]
+    env = {**os.environ, "ADAIN_HOME": str(home), "ADAIN_OFFLINE": "1"}
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+
+
+def test_a_read_only_file_system_is_one_line_before_any_work(clips: Path, tmp_path: Path):
+    (tmp_path / "ro").mkdir()
+    (tmp_path / "no-weights").mkdir()
+    out = tmp_path / "ro" / "o.mp4"
+    done = adain_process(["video", clips / "clip.mp4", clips / "a.png", "-o", out], tmp_path / "no-weights",
+                         read_only=tmp_path / "ro")
+    assert done.returncode == 1, done.stderr  # the output-error code, before the model (weights: 3)
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert f"{out}: cannot write here (Read-only file system)" in done.stderr
+    assert list((tmp_path / "ro").iterdir()) == []
+
+
+def test_a_folder_without_write_permission_is_one_line_before_any_work(clips: Path, tmp_path: Path):
+    (tmp_path / "no-weights").mkdir()
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    out = locked / "o.mp4"
+    try:
+        done = adain_process(["video", clips / "clip.mp4", clips / "a.png", "-o", out], tmp_path / "no-weights",
+                             unprivileged=True)
+        assert done.returncode == 1, done.stderr
+        assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+        assert f"{out}: cannot write here (Permission denied)" in done.stderr
+        assert list(locked.iterdir()) == []
+    finally:
+        locked.chmod(0o755)
+
+
+# BT.709 green at 100 cd/m2 in BT.2020 coordinates (the green column of BT.2087's 709 -> 2020 matrix).
+GREEN_709_IN_2020 = (0.3293, 0.9195, 0.0880)
+HDR_PATCHES = {
+    PQ: [pq_signal([nits] * 3) for nits in (0, 100, 203, 1000)] + [pq_signal(np.multiply(GREEN_709_IN_2020, 100))],
+    # scene light 0, 1/12 (signal 0.5), 0.2647 (signal 0.75: BT.2408's reference white), 1
+    HLG: [hlg_signal([scene] * 3) for scene in (0, 1 / 12, 0.2647, 1.0)],
+}
+
+
+def patch_colours(pixels: np.ndarray, count: int) -> list[tuple[int, ...]]:
+    """The colour at the middle of each 16 px patch."""
+    return [tuple(int(v) for v in pixels[16, 16 * i + 8]) for i in range(count)]
+
+
+@pytest.mark.parametrize("trc", [PQ, HLG], ids=["PQ", "HLG"])
+def test_hdr_frames_are_tone_mapped_to_sdr_bt709(trc: int, tmp_path: Path):
+    source = media.VideoSource(make_hdr_clip(tmp_path / "hdr.mkv", HDR_PATCHES[trc], trc))
+    try:
+        assert source.info.color == media.ColorTags(range=1, space=1, primaries=1, trc=1)  # what the output says
+        assert source.info.hdr.startswith("PQ" if trc == PQ else "HLG")
+        colours = patch_colours(next(source.frames()).pixels, len(HDR_PATCHES[trc]))
+    finally:
+        source.close()
+    greys = [np.mean(c) for c in colours[:4]]
+    assert all(max(c) - min(c) <= 3 for c in colours[:4])  # neutral stays neutral
+    assert max(colours[0]) <= 3 and greys == sorted(greys)  # black stays black, the order kept
+    assert greys[3] >= 245  # the peak (PQ: the 1000 cd/m2 mastering display's) reaches SDR white...
+    if trc == PQ:
+        assert greys[2] <= greys[3] - 40  # ...and 203 cd/m2 (BT.2408 reference white) below it: a curve, no clip
+        r, g, b = colours[4]
+        assert g >= 2 * r and g >= 3 * b  # BT.709 green, given in BT.2020, comes out as green
+    else:
+        assert 150 <= greys[2] <= 215  # BT.2408 reference white a bright grey
+
+
+def test_an_hdr_clip_comes_out_8_bit_sdr_tagged_bt709_with_one_notice(run_video, clips: Path, tmp_path: Path):
+    source = make_hdr_clip(tmp_path / "hdr.mp4", HDR_PATCHES[PQ], PQ)
+    out = tmp_path / "sdr.mp4"
+    result = run_video(source, clips / "a.png", "-o", out)
+    assert result.exit_code == 0, result.stderr
+    one_notice(result.stderr, str(source), "HDR (PQ", "tone-mapped to SDR BT.709")
+    frame = read_frames(out)[0]
+    assert frame.format.name == "yuv420p"
+    assert (int(frame.color_primaries), int(frame.color_trc), int(frame.colorspace)) == (1, 1, 1)
+    assert not any(d.type.name in ("MASTERING_DISPLAY_METADATA", "CONTENT_LIGHT_LEVEL") for d in frame.side_data)
+
+
+def test_frames_whose_timestamp_repeats_are_left_out_counted_and_said(run_video, clips: Path, tmp_path: Path):
+    source = make_repeated_clip(tmp_path / "repeats.mkv", [0, 1, 1, 2, 3, 3])  # in 1/25 s
+    out = tmp_path / "o.mkv"
+    result = run_video(source, clips / "a.png", "-o", out)
+    assert result.exit_code == 0, result.stderr
+    assert f"wrote {out}: 4 frames" in result.stdout
+    one_notice(result.stderr, "left out 2 frame(s)", str(source), "timestamp repeats", "0.040, 0.120 s")
+    assert frame_times(out) == [0.0, 0.04, 0.08, 0.12]
+
+
+@pytest.fixture(scope="module")
+def tracks(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A clip with two audio tracks, tagged (AAC English "Main", PCM French "Commentary")."""
+    path = tmp_path_factory.mktemp("tracks") / "tracks.mkv"
+    return make_clip(path, moving_frames(3, 32, 32), audio_seconds=0.1,
+                     tracks=[Track("aac", "eng", "Main"), Track("pcm_s16le", "fre", "Commentary", 660)])
+
+
+def audio_tracks(path: Path) -> list[tuple[str, str | None, str | None]]:
+    with av.open(str(path)) as container:
+        return [(s.codec_context.name, s.metadata.get("language"), s.metadata.get("title"))
+                for s in container.streams.audio]
+
+
+def test_every_audio_track_is_kept_with_its_language_and_title(tracks: Path, clips: Path, run_video, tmp_path: Path):
+    out = tmp_path / "o.mkv"
+    result = run_video(tracks, clips / "a.png", "-o", out)
+    assert result.exit_code == 0, result.stderr
+    assert audio_tracks(out) == [("aac", "eng", "Main"), ("pcm_s16le", "fre", "Commentary")]  # both copied
+    mp4 = tmp_path / "o.mp4"
+    assert run_video(tracks, clips / "a.png", "-o", mp4).exit_code == 0
+    assert [(codec, language) for codec, language, _ in audio_tracks(mp4)] == [("aac", "eng"), ("aac", "fra")]
+
+
+def test_pcm_is_reencoded_to_aac_for_mp4_with_a_notice_and_copied_into_mov(clips: Path, run_video, tmp_path: Path):
+    source = make_clip(tmp_path / "pcm.mkv", moving_frames(3, 32, 32), audio_seconds=0.1,
+                       tracks=[Track("pcm_s16le", "ger")])
+    result = run_video(source, clips / "a.png", "-o", tmp_path / "o.mp4")
+    assert result.exit_code == 0, result.stderr
+    assert [(codec, language) for codec, language, _ in audio_tracks(tmp_path / "o.mp4")] == [("aac", "deu")]
+    one_notice(result.stderr, "audio track 1 (pcm_s16le, ger)", "plays in few players in mp4", "re-encoded as aac")
+    result = run_video(source, clips / "a.png", "-o", tmp_path / "o.mov")
+    assert result.exit_code == 0 and "re-encoded" not in result.stderr
+    assert audio_tracks(tmp_path / "o.mov")[0][:2] == ("pcm_s16le", "ger")  # QuickTime's own spelling
+
+
+def test_audio_track_keeps_the_tracks_it_names_in_its_order(tracks: Path, clips: Path, run_video, tmp_path: Path):
+    result = run_video(tracks, clips / "a.png", "-o", tmp_path / "one.mkv", "--audio-track", "2")
+    assert result.exit_code == 0, result.stderr
+    assert audio_tracks(tmp_path / "one.mkv") == [("pcm_s16le", "fre", "Commentary")]
+    one_notice(result.stderr, f"audio track(s) 1 of {tracks}", "not picked by --audio-track")
+    result = run_video(tracks, clips / "a.png", "-o", tmp_path / "two.mkv", "--audio-track", "2", "--audio-track", "1")
+    assert result.exit_code == 0, result.stderr
+    assert audio_tracks(tmp_path / "two.mkv") == [("pcm_s16le", "fre", "Commentary"), ("aac", "eng", "Main")]
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    (["--audio-track", "3"], "--audio-track 3: {tracks} has 2 audio tracks"),
+    (["--audio-track", "1", "--no-audio"], "--no-audio keeps none"),
+])
+def test_audio_track_choices_that_cannot_work_are_usage_errors(options: list[str], message: str, tracks: Path,
+                                                              clips: Path, run_video, tmp_path: Path):
+    result = run_video(tracks, clips / "a.png", "-o", tmp_path / "o.mkv", *options)
+    assert result.exit_code == 2
+    one_error_line(result, message.format(tracks=tracks))
+
+
+def test_a_segment_counts_from_the_first_video_frame_not_the_container_start(run_video, clips: Path,
+                                                                             tmp_path: Path):
+    source = make_ts_clip(tmp_path / "lead.ts", 10, lead=0.4)  # the sound starts 0.4 s before the picture
+    for name, options in (("head", []), ("middle", ["--start", "0.1"])):
+        out = tmp_path / f"{name}.mkv"
+        result = run_video(source, clips / "a.png", "-o", out, *options, "--duration", "0.2", "--smooth", "0")
+        assert result.exit_code == 0, result.stderr
+        times = frame_times(out)  # Matroska may shift all by the part of an AAC packet before the start
+        assert times[0] < 0.025 and [round(t - times[0], 4) for t in times] == [0.0, 0.04, 0.08, 0.12, 0.16]
+        assert 0.15 < audio_seconds(out) < 0.3  # the sound cut to the segment, not the lead-in

@@ -436,6 +436,9 @@ def video_command(
     pix_fmt: Annotated[str | None, typer.Option(
         "--pix-fmt", metavar="FMT", help="Output pixel format (default yuv420p; 4:4:4 for odd sizes).")] = None,
     audio: Annotated[bool, typer.Option("--audio/--no-audio", help="Keep the input's sound.")] = True,
+    audio_tracks: Annotated[list[int] | None, typer.Option(
+        "--audio-track", min=1, metavar="N",
+        help="Keep only audio track N (1 = the first; default: every track). May be repeated.")] = None,
     skip_bad_frames: Annotated[bool, typer.Option(
         "--skip-bad-frames", help="Leave out frames that cannot be decoded instead of stopping.")] = False,
     alpha: Alpha = 1.0,
@@ -474,7 +477,9 @@ def video_command(
             segment=video.media.Segment(video.media.parse_time(start, "--start") if start else 0.0,
                                         video.media.parse_time(duration, "--duration") if duration else None),
             fps=None if fps is None else Fraction(fps).limit_denominator(1001), smooth=smooth,
-            encoding=video.media.Encoding(codec, crf, preset, pix_fmt, audio), skip_bad_frames=skip_bad_frames)
+            encoding=video.media.Encoding(codec, crf, preset, pix_fmt, audio,
+                                          tuple(audio_tracks) if audio_tracks else None),
+            skip_bad_frames=skip_bad_frames)
         plan = video.plan(source, styles or [], output, settings, options)
         try:
             for notice in plan.notices:
@@ -490,6 +495,8 @@ def video_command(
                     result = video.run(stylizer, plan, settings, None if counter is None else counter.advance)
         finally:
             plan.close()
+        for warning in [] if quiet else result.warnings():
+            typer.echo(f"adain: warning: {warning}", err=True)
         _report_video(result, as_json, quiet)
     raise typer.Exit(0)
 
@@ -731,6 +738,23 @@ def serve_command(
     queue: Annotated[int, typer.Option(
         "--queue", min=1, metavar="N", help="Requests waiting at most; more get 503 with Retry-After.")
     ] = serve.DEFAULT_QUEUE,
+    allow_host: Annotated[list[str] | None, typer.Option(
+        "--allow-host", metavar="NAME", help="Also answer requests whose Host is NAME (a reverse proxy's name; "
+                                             "'*' for any); repeatable. By default only the bound address, "
+                                             "localhost, 127.0.0.1 and [::1].")] = None,
+    allow_origin: Annotated[list[str] | None, typer.Option(
+        "--allow-origin", metavar="ORIGIN", help="Let pages of ORIGIN (https://example.org) use the API, with CORS "
+                                                 "headers; repeatable. By default only the server's own page.")
+    ] = None,
+    max_connections: Annotated[int, typer.Option(
+        "--max-connections", min=1, metavar="N", help="Connections held at most; when full, the longest idle one "
+                                                      "is closed for a newcomer.")] = 64,
+    keep_alive: Annotated[float, typer.Option(
+        "--keep-alive", min=0.1, metavar="S", help="Seconds an idle connection is kept between requests.")] = 5.0,
+    header_timeout: Annotated[float, typer.Option(
+        "--header-timeout", min=0.1, metavar="S", help="Seconds a request's headers may take to arrive.")] = 10.0,
+    body_timeout: Annotated[float, typer.Option(
+        "--body-timeout", min=0.1, metavar="S", help="Seconds a request's body may take to arrive.")] = 60.0,
     vgg: VggPath = None,
     decoder: DecoderPath = None,
     device_name: Device = "auto",
@@ -750,15 +774,17 @@ def serve_command(
         web = _web_module()
 
         limits = serve.Limits(round(max_upload_mb * 2**20), max_pixels, queue)
-        library = web.Library.scan(styles)
+        paths = weights.resolve_paths(vgg, decoder)
+        options = web.Options(token, save, {"vgg": str(paths[0]), "decoder": str(paths[1])}, host,
+                              tuple(allow_host or ()), tuple(allow_origin or ()), body_timeout)
+        connections = web.Connections(max_connections, keep_alive, header_timeout)
+        library = web.Library.scan(styles, max_pixels)
         if save is not None:
             jobs.make_dirs([save])
         execution = _execution(device_name, precision, tile, max_memory, compile_, batch_size)
         listener = _listen(host, port)
         stylizer = _load_stylizer(vgg, decoder, execution, offline=offline, quiet=quiet)
         engine = serve.Engine(stylizer, limits)
-        paths = weights.resolve_paths(vgg, decoder)
-        options = web.Options(token, save, {"vgg": str(paths[0]), "decoder": str(paths[1])})
         bound_host, bound_port = listener.getsockname()[:2]
         if not quiet:
             where = f"http://{bound_host if ':' not in bound_host else f'[{bound_host}]'}:{bound_port}"
@@ -767,8 +793,12 @@ def serve_command(
         if not _is_loopback(bound_host):
             typer.echo(f"adain: warning: listening on {bound_host}, reachable from other machines"
                        + ("" if token else "; anyone who can reach it can use it: pass --token"), err=True)
+        if connections.limit() < max_connections and not quiet:
+            typer.echo(f"adain serve: at most {connections.limit()} connections, to stay within the open-file "
+                       "limit (ulimit -n)", err=True)
         try:
-            web.serve_forever(web.create_app(engine, library, options), listener, debug=debug)
+            web.serve_forever(web.create_app(engine, library, options), listener, debug=debug,
+                              connections=connections)
         finally:
             engine.close()
         if not quiet:

@@ -36,9 +36,20 @@ FORMATS = {
     ".tif": "TIFF",
     ".tiff": "TIFF",
 }
-IMAGE_SUFFIXES = frozenset(FORMATS)
 # For error messages: "bmp, jpeg, jpg, png, tif, tiff, webp".
 KNOWN_EXTENSIONS = ", ".join(sorted(s.lstrip(".") for s in FORMATS))
+
+# The formats read, on purpose: what photos and paintings come as. Pillow opens forty more
+# (DDS, ICO, TGA, PCX, SGI, EPS...), whose rarely used decoders are where its crashes live; a
+# file in any of them is refused as "not a supported image". JPEG covers camera MPO files;
+# GIF and animated WebP give their first frame; AVIF where this Pillow was built with it.
+_READ_FORMATS = ("JPEG", "PNG", "WEBP", "AVIF", "TIFF", "BMP", "GIF")
+Image.init()
+INPUT_FORMATS = tuple(f for f in _READ_FORMATS if f in Image.OPEN)
+# Names a folder or tree is searched for, every command alike.
+IMAGE_SUFFIXES = frozenset(FORMATS) | {".gif"} | ({".avif"} if "AVIF" in INPUT_FORMATS else set())
+# For error messages: "png, jpeg, webp, avif, tiff, bmp, gif".
+SUPPORTED_FORMATS = ", ".join(f.lower() for f in INPUT_FORMATS)
 
 # Smallest side the network takes: relu4_1 must be at least 2x2 for its reflection padding.
 MIN_SIDE = 16
@@ -78,12 +89,22 @@ def load_image(path: Path, max_pixels: int | None = DEFAULT_MAX_PIXELS,
     return _srgb(decode_upright(path, max_pixels, shorter_side), path)
 
 
-def load_bytes(data: bytes, name: str, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
+def load_bytes(data: bytes, name: str, max_pixels: int | None = DEFAULT_MAX_PIXELS,
+               shorter_side: int | None = None) -> Image.Image:
     """An image file's bytes (an upload) decoded as `load_image` decodes a file, in memory;
     errors name it `name`."""
     if not data:
         raise NotAnImage(name, "empty file (0 bytes)")
-    return _srgb(_decode(io.BytesIO(data), name, max_pixels, None), name)
+    return _srgb(_decode(io.BytesIO(data), name, max_pixels, shorter_side), name)
+
+
+def peek_size(data: bytes, name: str, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
+    """An image file's width and height from its header, decoding nothing; the errors of
+    `load_bytes` for a file that is not a supported image or is over `max_pixels`."""
+    if not data:
+        raise NotAnImage(name, "empty file (0 bytes)")
+    with _opened(io.BytesIO(data), name, max_pixels) as image:
+        return image.size
 
 
 def _srgb(image: Image.Image, name: Path | str) -> Image.Image:
@@ -113,9 +134,22 @@ def decode_upright(
 
 def _decode(source: Path | BinaryIO, name: Path | str, max_pixels: int | None,
             shorter_side: int | None) -> Image.Image:
+    with _opened(source, name, max_pixels) as image:
+        width, height = image.size
+        scale = shorter_side / min(width, height) if shorter_side else 1.0
+        if image.format == "JPEG" and scale < 1:
+            image.draft("RGB", (math.ceil(width * scale), math.ceil(height * scale)))
+        image.load()
+        return ImageOps.exif_transpose(image)
+
+
+@contextmanager
+def _opened(source: Path | BinaryIO, name: Path | str, max_pixels: int | None) -> Iterator[Image.Image]:
+    """The image opened (its header read) and checked against `max_pixels`; Pillow's errors
+    inside the block, decoding included, become ImageErrors naming `name`."""
     try:
         with _pillow_bomb_check_disabled():
-            image = Image.open(source)
+            image = Image.open(source, formats=INPUT_FORMATS)
         with image:
             width, height = image.size
             if max_pixels is not None and width * height > max_pixels:
@@ -124,13 +158,11 @@ def _decode(source: Path | BinaryIO, name: Path | str, max_pixels: int | None,
                     f"{width}x{height} is {width * height:,} pixels, over the limit of "
                     f"{max_pixels:,} (possible decompression bomb; raise --max-pixels to allow)",
                 )
-            scale = shorter_side / min(width, height) if shorter_side else 1.0
-            if image.format == "JPEG" and scale < 1:
-                image.draft("RGB", (math.ceil(width * scale), math.ceil(height * scale)))
-            image.load()
-            return ImageOps.exif_transpose(image)
+            yield image
     except UnidentifiedImageError as exc:
-        raise NotAnImage(name, "not an image file Pillow can read") from exc
+        raise NotAnImage(name, f"not an image file in a supported format ({SUPPORTED_FORMATS})") from exc
+    except NotImplementedError as exc:  # a variant of a format Pillow's decoder does not implement
+        raise NotAnImage(name, f"not a supported image ({exc})") from exc
     except (OSError, SyntaxError, ValueError) as exc:
         # Pillow reports truncated and corrupt data as OSError/SyntaxError/ValueError.
         raise ImageError(name, f"corrupt or truncated image ({exc})") from exc

@@ -38,6 +38,8 @@ def normalise_weights(weights: Sequence[float] | None, count: int) -> tuple[floa
     total = sum(weights)
     if total <= 0:
         raise UsageError("weights must not all be zero")
+    if not math.isfinite(total):  # 1e308,1e308: each finite, the sum not; they would mix as 0, 0
+        raise UsageError(f"weights must have a finite sum, got {', '.join(map(str, weights))}")
     return tuple(w / total for w in weights)
 
 

@@ -10,10 +10,17 @@ So a change of alpha or mixing weights alone costs one decoder pass. One thread 
 model (a GPU runs one thing at a time anyway); requests that wait in the queue while it
 works are decoded together, `Execution.batch_size` at a time, when their contents have
 one size. Nothing here knows HTTP (web.py does) and nothing touches the disk.
+
+Memory is bounded in bytes, not only in requests: work is admitted against a `Budget`
+before anything is decoded (its images' sizes come from their headers), and holds its share
+until it is done, so that work decoding and work queued together stay within it; beyond
+it the answer is "busy" at once. No request's fate stops the worker: work cancelled while
+queued is skipped, a result nobody waits for any more is dropped, and `close` returns.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import queue
@@ -21,7 +28,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Generic, TypeVar
@@ -29,7 +36,7 @@ from typing import Generic, TypeVar
 import torch
 from PIL import Image
 
-from . import color, images, jobs, mixing
+from . import color, images, jobs, memory, mixing
 from .errors import AdainError, ImageError, ImageTooLarge, NotAnImage, UsageError
 from .model import FeatureStats
 from .stylizer import EncodedContent, Stylizer, check_alpha
@@ -41,6 +48,11 @@ MAX_STYLES = 8
 # Recent contents kept with their features: a 512 px content holds about 2.6 MB of them.
 CONTENT_CACHE_BYTES = 512 * 1024 * 1024
 STYLE_CACHE_ENTRIES = 256
+# What admitted work holds, per pixel, until it is done: a decoded picture (8-bit, with the copy
+# its conversion to RGB makes), and each image as the network takes it (float32 RGB, 12 bytes,
+# plus the 8-bit copy made on the way). Measured: a 4000x4000 PNG held 190 MB, 12 bytes a pixel.
+DECODED_BYTES_PER_PIXEL = 8
+NETWORK_BYTES_PER_PIXEL = 16
 
 
 class RequestError(AdainError):
@@ -51,10 +63,17 @@ class RequestError(AdainError):
         self.status = status
 
 
-class QueueFull(RequestError):
-    def __init__(self, retry_after: int) -> None:
-        super().__init__(503, f"busy: the queue is full, try again in {retry_after} s")
+class Busy(RequestError):
+    """503: the server cannot take this work now, but may in `retry_after` seconds."""
+
+    def __init__(self, why: str, retry_after: int) -> None:
+        super().__init__(503, f"busy: {why}, try again in {retry_after} s")
         self.retry_after = retry_after
+
+
+class QueueFull(Busy):
+    def __init__(self, retry_after: int) -> None:
+        super().__init__("the queue is full", retry_after)
 
 
 @dataclass(frozen=True)
@@ -62,11 +81,69 @@ class Limits:
     max_upload: int = DEFAULT_MAX_UPLOAD
     max_pixels: int = DEFAULT_MAX_PIXELS
     queue: int = DEFAULT_QUEUE
+    memory: int | None = None  # bytes admitted work may hold at once; None: `default_memory()`
 
     def __post_init__(self) -> None:
-        for name in ("max_upload", "max_pixels", "queue"):
-            if getattr(self, name) < 1:
-                raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        for name in ("max_upload", "max_pixels", "queue", "memory"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+
+
+def default_memory(max_memory: int | None) -> int:
+    """The admission budget: half of --max-memory (the other half is the networks'), or of the
+    CPU's default budget where it is `auto` (decoded images live in RAM whatever the device)."""
+    return (max_memory or memory.default_budget(torch.device("cpu"))) // 2
+
+
+class Budget:
+    """Bytes that admitted work may hold at once, shared by every thread. Admission never waits:
+    it is granted or refused at once, so a refused request costs nothing."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
+        self._lock = threading.Lock()
+
+    def reserve(self, nbytes: int, retry_after: Callable[[], int]) -> Reservation:
+        """A reservation of `nbytes`; RequestError 413 if it could never fit, Busy if not now."""
+        reservation = Reservation(self)
+        reservation.grow(nbytes, retry_after)
+        return reservation
+
+    def _take(self, nbytes: int, retry_after: Callable[[], int]) -> None:
+        if nbytes > self.limit:
+            raise RequestError(413, f"this request needs about {memory.format_size(nbytes)} of memory, more than "
+                                    f"the server's bound of {memory.format_size(self.limit)} (--max-memory)")
+        with self._lock:
+            if self.held + nbytes <= self.limit:
+                self.held += nbytes
+                return
+        raise Busy(f"requests in progress hold {memory.format_size(self.held)} of the "
+                   f"{memory.format_size(self.limit)} memory bound", retry_after())
+
+    def _give(self, nbytes: int) -> None:
+        with self._lock:
+            self.held -= nbytes
+
+
+class Reservation:
+    """A share of a Budget, grown as needs become known and released once (later calls do nothing)."""
+
+    def __init__(self, budget: Budget) -> None:
+        self._budget, self.nbytes = budget, 0
+        self._lock = threading.Lock()
+
+    def grow(self, nbytes: int, retry_after: Callable[[], int]) -> None:
+        self._budget._take(nbytes, retry_after)
+        with self._lock:
+            self.nbytes += nbytes
+
+    def release(self) -> None:
+        with self._lock:
+            nbytes, self.nbytes = self.nbytes, 0
+        if nbytes:
+            self._budget._give(nbytes)
 
 
 @dataclass(frozen=True)
@@ -139,7 +216,7 @@ K = TypeVar("K")
 V = TypeVar("V")
 
 
-class _Recent(Generic[K, V]):
+class Recent(Generic[K, V]):
     """A least-recently-used cache bounded by entries and by a size the caller measures; request
     threads look up while the worker fills it, hence the lock."""
 
@@ -179,12 +256,34 @@ def _content_bytes(content: EncodedContent) -> int:
 
 @dataclass
 class Work:
-    """A request on its way through the engine: what was decoded for it, and its result."""
+    """A request on its way through the engine: what was decoded for it, its share of the memory
+    budget (given back, and the images dropped, as soon as the result is settled), its result."""
 
     request: Request
     future: Future[Image.Image]
     content: torch.Tensor | None  # decoded by the caller unless its features were cached
     styles: list[torch.Tensor | None]
+    reservation: Reservation | None = None
+
+    def __post_init__(self) -> None:
+        self.future.add_done_callback(lambda _: self._finished())
+
+    def _finished(self) -> None:
+        self.content, self.styles = None, [None] * len(self.styles)
+        if self.reservation is not None:
+            self.reservation.release()
+
+
+def _settle(future: Future[Image.Image], result: Image.Image | None = None,
+            error: BaseException | None = None) -> None:
+    """Deliver a result or an error; one nobody waits for any more (cancelled) is dropped."""
+    try:
+        if error is None:
+            future.set_result(result)  # type: ignore[arg-type]
+        else:
+            future.set_exception(error)
+    except InvalidStateError:
+        pass
 
 
 class Engine:
@@ -193,9 +292,11 @@ class Engine:
     def __init__(self, stylizer: Stylizer, limits: Limits = Limits()) -> None:
         self.stylizer = stylizer
         self.limits = limits
+        self.budget = Budget(limits.memory or default_memory(stylizer.execution.max_memory))
         self._queue: queue.Queue[Work | None] = queue.Queue(maxsize=limits.queue)
-        self._contents: _Recent[tuple[str, int], EncodedContent] = _Recent(64, CONTENT_CACHE_BYTES, _content_bytes)
-        self._styles: _Recent[tuple, FeatureStats] = _Recent(STYLE_CACHE_ENTRIES)
+        self._closing = False
+        self._contents: Recent[tuple[str, int], EncodedContent] = Recent(64, CONTENT_CACHE_BYTES, _content_bytes)
+        self._styles: Recent[tuple, FeatureStats] = Recent(STYLE_CACHE_ENTRIES)
         self._busy = 0
         self._seconds = 1.0  # a running average of one request's time, for Retry-After
         self.served = 0
@@ -206,12 +307,40 @@ class Engine:
 
     def prepare(self, request: Request) -> Work:
         """Decode what the caches do not hold (on the caller's thread, so the model never
-        waits for it); RequestError 413/415/400 for images that cannot be used."""
-        content = None
-        if (request.content.digest, request.content_size) not in self._contents:
-            content = self._decode_content(request)
-        styles = [None if self._style_cached(request, s) else self._decode_style(request, s) for s in request.styles]
-        return Work(request, Future(), content, styles)
+        waits for it), once the memory it will hold is admitted (Busy otherwise, before any
+        decoding); RequestError 413/415/400 for images that cannot be used."""
+        content_cached = (request.content.digest, request.content_size) in self._contents
+        cached = [self._style_cached(request, s) for s in request.styles]
+        need = 0 if content_cached else self._cost(request.content, request.content_size)
+        need += sum(self._cost(s, request.style_size) for s, hit in zip(request.styles, cached, strict=True) if not hit)
+        reservation = self.budget.reserve(need, self.retry_after)
+        try:
+            content = None if content_cached else self._decode_content(request)
+            styles = [None if hit else self._decode_style(request, s) for s, hit in zip(request.styles, cached,
+                                                                                        strict=True)]
+        except BaseException:
+            reservation.release()
+            raise
+        return Work(request, Future(), content, styles, reservation)
+
+    def _cost(self, upload: Upload, size: int) -> int:
+        """The bytes decoding `upload` at `size` holds, from its header; the pixel limit checked
+        before and after resizing, so that nothing is allocated for an image that will be refused."""
+        try:
+            width, height = images.peek_size(upload.data, upload.name, self.limits.max_pixels)
+        except ImageError as exc:
+            raise as_request_error(exc) from None
+        resized = width * height
+        if size:
+            if size * size > self.limits.max_pixels:  # in integers: a size may have hundreds of digits
+                raise RequestError(413, f"{upload.name}: would be over {size}x{size} px after resizing, over the "
+                                        f"limit of {self.limits.max_pixels:,} pixels")
+            short, long = sorted((width, height))
+            resized = size * int(size * long / short)  # as images.resize_shorter_side makes it
+            if resized > self.limits.max_pixels:
+                raise RequestError(413, f"{upload.name}: would be {resized:,} pixels after resizing, over the "
+                                        f"limit of {self.limits.max_pixels:,} pixels")
+        return DECODED_BYTES_PER_PIXEL * width * height + NETWORK_BYTES_PER_PIXEL * resized
 
     def _style_cached(self, request: Request, style: Upload) -> bool:
         # Under "coral" a style is recoloured towards each content: nothing to reuse across contents.
@@ -224,27 +353,32 @@ class Engine:
         return self._decode(style, request.style_size, request.settings.prepare_style)
 
     def _decode(self, upload: Upload, size: int, prepare: Callable[[Image.Image, str], torch.Tensor]) -> torch.Tensor:
-        """Decoded, checked against the pixel limit before resizing (so that a huge size allocates
-        nothing), and prepared as the commands prepare images."""
+        """Decoded (a JPEG to be shrunk at a reduced scale: Pillow's draft mode) and prepared as
+        the commands prepare images."""
         try:
-            image = images.load_bytes(upload.data, upload.name, self.limits.max_pixels)
-            if size:
-                scale = size / min(image.size)
-                width, height = round(image.width * scale), round(image.height * scale)
-                if width * height > self.limits.max_pixels:
-                    raise RequestError(413, f"{upload.name}: would be {width}x{height} after resizing, over the "
-                                            f"limit of {self.limits.max_pixels:,} pixels")
+            image = images.load_bytes(upload.data, upload.name, self.limits.max_pixels, size or None)
             return prepare(image, upload.name)
         except ImageError as exc:
-            raise _as_request_error(exc) from None
+            raise as_request_error(exc) from None
 
     def submit(self, work: Work) -> Future[Image.Image]:
-        """Queue prepared work; QueueFull when the queue is at its limit."""
+        """Queue prepared work; QueueFull when the queue is at its limit (the work is then let go)."""
         try:
+            if self._closing:
+                raise RequestError(503, "the server is shutting down")
             self._queue.put_nowait(work)
         except queue.Full:
-            raise QueueFull(max(1, math.ceil(self._seconds * (self._queue.qsize() + 1)))) from None
+            error: RequestError = QueueFull(self.retry_after())
+            _settle(work.future, error=error)
+            raise error from None
+        except RequestError as exc:
+            _settle(work.future, error=exc)
+            raise
         return work.future
+
+    def retry_after(self) -> int:
+        """Seconds until the queue has likely moved on: a running average of one request's time."""
+        return max(1, math.ceil(self._seconds * (self._queue.qsize() + 1)))
 
     @property
     def queue_length(self) -> int:
@@ -255,33 +389,64 @@ class Engine:
                 "style_hits": self._styles.hits}
 
     def close(self, timeout: float = 30.0) -> None:
-        """Finish what is queued, then stop the worker."""
-        self._queue.put(None)
-        self._worker.join(timeout)
+        """Finish what is queued (for `timeout` seconds at most), then stop the worker; work
+        still queued after that is answered 503. Returns whatever state the worker is in."""
+        self._closing = True
+        deadline = time.monotonic() + timeout
+        with contextlib.suppress(queue.Full):  # a queue still full then: answered below
+            self._queue.put(None, timeout=timeout)
+        self._worker.join(max(0.0, deadline - time.monotonic()))
+        while True:
+            try:
+                left = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if left is not None and left.future.set_running_or_notify_cancel():
+                _settle(left.future, error=RequestError(503, "the server is shutting down"))
+        with contextlib.suppress(queue.Full):  # a worker still busy stops when it is done
+            self._queue.put_nowait(None)
 
     # --- the worker thread -----------------------------------------------------------------------
 
     def _serve(self) -> None:
-        while True:
-            first = self._queue.get()
-            if first is None:
-                return
-            batch = [first]
-            while len(batch) < self.stylizer.execution.batch_size:
-                try:
-                    more = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    self._queue.put(None)  # stop after this batch
-                    break
-                batch.append(more)
+        stop = False
+        while not stop:
+            batch, stop = self._next_batch()
+            if not batch:
+                continue
             self._busy = len(batch)
             began = time.perf_counter()
-            self._run(batch)
+            try:
+                self._run(batch)
+            except BaseException as exc:  # the worker outlives any one batch, whatever it raised
+                for work in batch:
+                    _settle(work.future, error=as_request_error(exc) if isinstance(exc, Exception) else
+                            RequestError(500, f"stylization failed ({type(exc).__name__})"))
             self._seconds = 0.8 * self._seconds + 0.2 * (time.perf_counter() - began) / len(batch)
             self.served += len(batch)
             self._busy = 0
+
+    def _next_batch(self) -> tuple[list[Work], bool]:
+        """Wait for one piece of work, then take what else is queued, up to the batch size; work
+        cancelled while it waited is skipped. Also whether the stop sentinel came."""
+        first = self._queue.get()
+        if first is None:
+            return [], True
+        batch = [first]
+        while len(batch) < self.stylizer.execution.batch_size:
+            try:
+                more = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if more is None:
+                return self._started(batch), True
+            batch.append(more)
+        return self._started(batch), False
+
+    @staticmethod
+    def _started(batch: list[Work]) -> list[Work]:
+        # From here on a future cannot be cancelled, so settling it cannot fail.
+        return [work for work in batch if work.future.set_running_or_notify_cancel()]
 
     def _run(self, batch: list[Work]) -> None:
         ready: list[tuple[Work, EncodedContent, FeatureStats]] = []
@@ -290,7 +455,7 @@ class Engine:
                 content = self._content(work)
                 ready.append((work, content, self._mixed_style(work, content)))
             except Exception as exc:
-                work.future.set_exception(_as_request_error(exc))
+                _settle(work.future, error=as_request_error(exc))
         groups: dict[tuple, list[tuple[Work, EncodedContent, FeatureStats]]] = {}
         for item in ready:
             groups.setdefault((item[1].size, item[0].request.color_mode), []).append(item)
@@ -302,10 +467,10 @@ class Engine:
                 pictures = [images.to_image(out[i:i + 1]) for i in range(len(works))]
             except Exception as exc:
                 for work in works:
-                    work.future.set_exception(_as_request_error(exc))
+                    _settle(work.future, error=as_request_error(exc))
                 continue
             for work, picture in zip(works, pictures, strict=True):
-                work.future.set_result(picture)
+                _settle(work.future, picture)
 
     def _content(self, work: Work) -> EncodedContent:
         request = work.request
@@ -338,7 +503,7 @@ class Engine:
         return stats
 
 
-def _as_request_error(exc: Exception) -> RequestError:
+def as_request_error(exc: Exception) -> RequestError:
     if isinstance(exc, RequestError):
         return exc
     if isinstance(exc, ImageTooLarge):

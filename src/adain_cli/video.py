@@ -241,19 +241,34 @@ def plan(source_spec: str, styles: Sequence[str], output: str, settings: jobs.Se
         size = _output_size(source.info.width, source.info.height, settings, source.path)
         skip = (media.has_frames(target) if frames_out else target.exists()) and not settings.overwrite
         jobs.make_parent_dirs([target])  # a frames folder itself appears only when complete
+        media.check_writable(target)
         encoding = None if frames_out else options.encoding.resolve(target, *size, source.info.rate,
-                                                                     source.info.audio)
-        notices = []
-        if source.info.dropped:
-            notices.append(f"{', '.join(source.info.dropped)} stream(s) of {source.path} are not carried over")
-        if encoding is not None:
-            notices.extend(encoding.notices)
-        if frames_out and source.info.audio:
-            notices.append("PNG frames carry no sound: the audio track is not written")
-        return Plan(source, style_paths, target, frames_out, options, size, encoding, skip, notices)
+                                                                     source.info.audio, source.path)
+        return Plan(source, style_paths, target, frames_out, options, size, encoding, skip,
+                    _notices(source, encoding, frames_out))
     except BaseException:
         source.close()
         raise
+
+
+def _notices(source: media.VideoSource | media.FrameFolderSource, encoding: media.Encoding | None,
+             frames_out: bool) -> list[str]:
+    """What the output will not carry as the input does, one line each."""
+    info, notices = source.info, []
+    if info.hdr:
+        notices.append(f"{source.path} is HDR ({info.hdr}, BT.2020): tone-mapped to SDR BT.709 and tagged so")
+    if info.dropped:
+        notices.append(f"{', '.join(info.dropped)} stream(s) of {source.path} are not carried over")
+    if encoding is not None:
+        kept = {sound.track.number for sound in encoding.sound}
+        left = [str(track.number) for track in info.audio if track.number not in kept]
+        if left and encoding.audio and encoding.audio_tracks is not None:
+            notices.append(f"audio track(s) {', '.join(left)} of {source.path} not picked by --audio-track: "
+                           "not carried over")
+        notices.extend(encoding.notices)
+    if frames_out and info.audio:
+        notices.append("PNG frames carry no sound: the audio is not written")
+    return notices
 
 
 # --- running ----------------------------------------------------------------------------------
@@ -268,6 +283,7 @@ class Result:
     seconds: float = 0.0
     error: str | None = None
     skipped_frames: list[float] = field(default_factory=list)
+    repeated_frames: list[float] = field(default_factory=list)  # left out: their timestamp repeats
 
     @property
     def rate(self) -> float:
@@ -276,7 +292,17 @@ class Result:
     def as_dict(self) -> dict[str, object]:
         return {**self.plan.describe(), "frames": self.frames, "seconds": round(self.seconds, 3),
                 "frames_per_second": round(self.rate, 3), "status": self.status, "error": self.error,
-                "skipped_frames": [round(t, 3) for t in self.skipped_frames]}
+                "skipped_frames": [round(t, 3) for t in self.skipped_frames],
+                "repeated_frames": [round(t, 3) for t in self.repeated_frames]}
+
+    def warnings(self) -> list[str]:
+        """What became of frames that were read but not written (other than --skip-bad-frames)."""
+        if not self.repeated_frames:
+            return []
+        times = ", ".join(f"{t:.3f}" for t in self.repeated_frames[:5])
+        more = f" and {len(self.repeated_frames) - 5} more" if len(self.repeated_frames) > 5 else ""
+        return [f"left out {len(self.repeated_frames)} frame(s) of {self.plan.source.path} whose timestamp repeats "
+                f"an earlier frame's (at {times} s{more}): no player shows them"]
 
 
 _DONE = object()
@@ -345,7 +371,8 @@ def run(stylizer: Stylizer, plan_: Plan, settings: jobs.Settings,
     finally:
         for video in video_tracks:
             video.close()
-    return Result(plan_, "written", frames, time.perf_counter() - began, skipped_frames=plan_.source.skipped)
+    return Result(plan_, "written", frames, time.perf_counter() - began, skipped_frames=plan_.source.skipped,
+                  repeated_frames=plan_.source.repeated)
 
 
 def _digits(frames: int | None) -> int:

@@ -74,7 +74,9 @@ async function stylize() {
     $("download").href = url;
     $("download").hidden = false;
     if (previous.startsWith("blob:")) URL.revokeObjectURL(previous);
-    say("Done in " + Number(response.headers.get("X-Seconds")).toFixed(2) + " s.");
+    const unsaved = response.headers.get("X-Save-Error");
+    say("Done in " + Number(response.headers.get("X-Seconds")).toFixed(2) + " s." +
+        (unsaved ? " Not saved on the server: " + unsaved + "." : ""), Boolean(unsaved));
   } catch (problem) {
     if (problem.name !== "AbortError") say(String(problem), true);
   }
