@@ -107,6 +107,16 @@ HDR10 = "hdr10=1:master-display=G(13250,34500)B(7500,3000)R(34000,16000)WP(15635
 def make_hdr_clip(path: Path, patches: list[tuple[float, float, float]], trc: int, count: int = 2) -> Path:
     """HEVC Main10 (yuv420p10le), BT.2020 primaries and matrix, TV range, PQ or HLG: a row of
     16x32 patches of these non-linear R'G'B' signals; PQ clips carry HDR10 mastering metadata."""
+    for attempt in range(3):  # the wheel's x265 has failed now and then on flushing frames this small
+        try:
+            return _write_hdr_clip(path, patches, trc, count)
+        except av.FFmpegError:
+            if attempt == 2:
+                raise
+    return path
+
+
+def _write_hdr_clip(path: Path, patches: list[tuple[float, float, float]], trc: int, count: int) -> Path:
     rgb = np.zeros((32, 16 * len(patches), 3), np.uint16)
     for i, signal in enumerate(patches):
         rgb[:, 16 * i:16 * i + 16] = np.round(np.asarray(signal) * 65535)

@@ -71,8 +71,8 @@ def test_a_server_on_every_address_answers_its_addresses_by_number_not_by_name(m
 
 
 def test_host_names_are_read_without_their_port():
-    assert [web.host_name(h) for h in ("Example.ORG:80", "[::1]:8000", "[::1]", "localhost.", "a:b")] == [
-        "example.org", "::1", "::1", "localhost", "a:b"]
+    assert [web.host_name(h) for h in ("Example.ORG:80", "[::1]:8000", "[::1]", "::1", "::", "localhost.", "a:b")] == [
+        "example.org", "::1", "::1", "::1", "::", "localhost", "a:b"]
 
 
 # --- Origin: cross-site requests --------------------------------------------------------------------------
@@ -189,6 +189,103 @@ def test_a_batch_that_raises_anything_fails_its_requests_not_the_worker(stylizer
         with pytest.raises(RequestError):
             engine.submit(engine.prepare(request())).result(30)
         assert engine.submit(engine.prepare(request())).result(30).size == (40, 32)
+    finally:
+        engine.close()
+
+
+def test_a_request_cancelled_at_shutdown_gets_a_503_and_one_log_line(caplog: pytest.LogCaptureFixture):
+    # uvicorn cancels the requests still running when its graceful shutdown times out: each
+    # used to print a 55-line traceback.
+    sent: list[dict] = []
+
+    async def stuck(scope, receive, send) -> None:
+        await asyncio.sleep(60)
+
+    async def scenario() -> None:
+        app = web._HostAndOrigin(stuck, web.Options())
+        scope = {"type": "http", "method": "POST", "path": "/v1/stylize", "headers": [(b"host", b"127.0.0.1")]}
+
+        async def send(message) -> None:
+            sent.append(message)
+
+        async def receive():
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        task = asyncio.ensure_future(app(scope, receive, send))
+        await asyncio.sleep(0.05)
+        task.cancel()
+        await task  # returns: the cancellation was answered, not raised to the server
+
+    with caplog.at_level(logging.WARNING, logger="adain_cli.serve"):
+        asyncio.run(scenario())
+    assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == 503
+    assert "shutting down" in caplog.text and "Traceback" not in caplog.text
+
+
+async def post_and_leave(app, leave_after: float) -> list[dict]:
+    """POST /v1/stylize straight to the ASGI app; the client goes away `leave_after` s after its body."""
+    import httpx2 as httpx
+
+    built = httpx.Request("POST", f"{LOCAL}/v1/stylize", files=FILES, data=SMALL)
+    body = built.read()
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+             "path": "/v1/stylize", "raw_path": b"/v1/stylize", "query_string": b"", "root_path": "",
+             "server": ("127.0.0.1", 8000), "client": ("127.0.0.1", 5000),
+             "headers": [(b"host", b"127.0.0.1:8000")] + [(k.lower().encode(), v.encode())
+                                                         for k, v in built.headers.items() if k.lower() != "host"]}
+    messages = [{"type": "http.request", "body": body, "more_body": False}]
+    sent: list[dict] = []
+
+    async def receive():
+        if messages:
+            return messages.pop()
+        await asyncio.sleep(leave_after)
+        return {"type": "http.disconnect"}
+
+    async def send(message) -> None:
+        sent.append(message)
+
+    await asyncio.wait_for(app(scope, receive, send), 30)
+    return sent
+
+
+def test_a_client_that_leaves_has_its_queued_work_skipped_and_its_memory_given_back(stylizer, library):
+    engine, release = held_engine(stylizer)
+    try:
+        first = engine.submit(engine.prepare(request()))  # holds the worker
+        wait_until(lambda: engine._busy == 1)
+        app = web.create_app(engine, library)
+        sent = asyncio.run(post_and_leave(app, leave_after=0.5))
+        assert sent == []  # nobody to answer
+        release.set()
+        first.result(30)
+        wait_until(lambda: engine.budget.held == 0)
+        time.sleep(0.2)
+        assert engine.served == 1  # the work of the client that left was skipped
+    finally:
+        release.set()
+        engine.close()
+
+
+def test_a_client_that_leaves_while_its_images_decode_leaves_no_memory_reserved(stylizer, library,
+                                                                               monkeypatch: pytest.MonkeyPatch):
+    engine = Engine(stylizer)
+    real = engine.prepare
+    monkeypatch.setattr(engine, "prepare", lambda *a: (time.sleep(0.5), real(*a))[1])  # still decoding when it goes
+    try:
+        asyncio.run(post_and_leave(web.create_app(engine, library), leave_after=0.05))
+        wait_until(lambda: engine.budget.held == 0)  # the work was settled by the engine all the same
+    finally:
+        engine.close()
+
+
+def test_what_a_request_holds_already_counts_for_a_413(stylizer):
+    engine = Engine(stylizer, Limits(memory=24 * (40 * 32 + 36 * 36) + 1000))
+    try:
+        assert engine.prepare(request(), held=500).reservation is not None  # fits with its body
+        with pytest.raises(RequestError, match="more than the server's bound") as refused:
+            engine.prepare(request(), held=2000)  # never fits: a 413, not a 503 for ever
+        assert refused.value.status == 413
     finally:
         engine.close()
 
@@ -461,6 +558,29 @@ def test_the_docs_load_with_a_token(make_client):
     schema = client.get("/openapi.json?token=s3cret").json()
     assert schema["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
     assert client.get("/docs").status_code == 401
+
+
+def test_a_token_parameter_is_redacted_however_its_name_is_spelled():
+    assert web.redact("/?%74oken=s3cret&a=1") == "/?%74oken=[redacted]&a=1"
+    assert web.redact("/v1/health?notoken=1&token=x") == "/v1/health?notoken=1&token=[redacted]"
+
+
+def test_a_websocket_without_the_token_is_refused_at_the_handshake(make_client):
+    app = web.create_app(make_client().engine, web.Library(), web.Options(token="s3cret"))  # type: ignore[attr-defined]
+    sent: list[dict] = []
+
+    async def handshake() -> None:
+        async def receive():
+            return {"type": "websocket.connect"}
+
+        async def send(message) -> None:
+            sent.append(message)
+
+        await app({"type": "websocket", "path": "/v1/live", "query_string": b"", "headers": [
+            (b"host", b"127.0.0.1:8000")]}, receive, send)
+
+    asyncio.run(handshake())
+    assert sent[0]["type"] == "websocket.close"
 
 
 def test_tokens_are_redacted_from_the_access_log():

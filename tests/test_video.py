@@ -691,6 +691,27 @@ def test_audio_track_choices_that_cannot_work_are_usage_errors(options: list[str
     one_error_line(result, message.format(tracks=tracks))
 
 
+def test_audio_track_with_png_frames_out_is_a_usage_error(clips: Path, run_video, tmp_path: Path):
+    result = run_video(clips / "clip.mp4", clips / "a.png", "-o", f"{tmp_path / 'frames'}/", "--audio-track", "1")
+    assert result.exit_code == 2
+    one_error_line(result, "PNG frames carry no sound")
+
+
+def test_an_existing_output_in_a_locked_folder_is_skipped_not_an_error(clips: Path, tmp_path: Path):
+    (tmp_path / "no-weights").mkdir()
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    (locked / "o.mp4").write_bytes(b"made before")
+    locked.chmod(0o555)
+    try:
+        done = adain_process(["video", clips / "clip.mp4", clips / "a.png", "-o", locked / "o.mp4"],
+                             tmp_path / "no-weights", unprivileged=True)
+        assert done.returncode == 0, done.stderr
+        assert (locked / "o.mp4").read_bytes() == b"made before"
+    finally:
+        locked.chmod(0o755)
+
+
 def test_a_segment_counts_from_the_first_video_frame_not_the_container_start(run_video, clips: Path,
                                                                              tmp_path: Path):
     source = make_ts_clip(tmp_path / "lead.ts", 10, lead=0.4)  # the sound starts 0.4 s before the picture

@@ -748,13 +748,16 @@ def serve_command(
     ] = None,
     max_connections: Annotated[int, typer.Option(
         "--max-connections", min=1, metavar="N", help="Connections held at most; when full, the longest idle one "
-                                                      "is closed for a newcomer.")] = 64,
+                                                      "is closed for a newcomer.")] = serve.DEFAULT_MAX_CONNECTIONS,
     keep_alive: Annotated[float, typer.Option(
-        "--keep-alive", min=0.1, metavar="S", help="Seconds an idle connection is kept between requests.")] = 5.0,
+        "--keep-alive", min=0.1, metavar="S", help="Seconds an idle connection is kept between requests.")
+    ] = serve.DEFAULT_KEEP_ALIVE,
     header_timeout: Annotated[float, typer.Option(
-        "--header-timeout", min=0.1, metavar="S", help="Seconds a request's headers may take to arrive.")] = 10.0,
+        "--header-timeout", min=0.1, metavar="S", help="Seconds a request's headers may take to arrive.")
+    ] = serve.DEFAULT_HEADER_TIMEOUT,
     body_timeout: Annotated[float, typer.Option(
-        "--body-timeout", min=0.1, metavar="S", help="Seconds a request's body may take to arrive.")] = 60.0,
+        "--body-timeout", min=0.1, metavar="S", help="Seconds a request's body may take to arrive.")
+    ] = serve.DEFAULT_BODY_TIMEOUT,
     vgg: VggPath = None,
     decoder: DecoderPath = None,
     device_name: Device = "auto",

@@ -255,13 +255,18 @@ def resize_shorter_side(
     """
     if size == 0:
         return image
-    width, height = image.size
-    short, long = sorted((width, height))
-    scaled_long = int(size * long / short)
-    new = (size, scaled_long) if width <= height else (scaled_long, size)
+    new = resized_size(*image.size, size)
     if new == image.size:
         return image
     return image.resize(new, resample, reducing_gap=None)
+
+
+def resized_size(width: int, height: int, size: int) -> tuple[int, int]:
+    """(width, height) with the shorter side `size`: the long side truncated, as torchvision's
+    Resize(int) does (the reference port)."""
+    short, long = sorted((width, height))
+    scaled_long = int(size * long / short)
+    return (size, scaled_long) if width <= height else (scaled_long, size)
 
 
 def center_crop_square(image: Image.Image) -> Image.Image:

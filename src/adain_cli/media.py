@@ -287,7 +287,9 @@ class VideoSource:
         rate = stream.average_rate or stream.guessed_rate or Fraction(25)
         duration = self._duration()
         frames = round(duration * rate) if duration is not None else (stream.frames or None)
-        dropped = tuple(s.type for s in container.streams if s.type not in ("video", "audio"))
+        # Subtitles and data; and sound in a codec this FFmpeg does not know, which cannot be carried.
+        dropped = tuple(s.type for s in container.streams
+                        if s.type not in ("video", "audio") or (s.type == "audio" and s.codec_context is None))
         return SourceInfo(self.path, width, height, Fraction(rate), Fraction(stream.time_base), duration, frames,
                           rotation, shown, _audio_tracks(container), dropped, self._offset, self._end,
                           self._color.hdr)
@@ -597,11 +599,13 @@ def check_writable(target: Path) -> None:
     except OSError as exc:
         raise OutputError(target, f"cannot write here ({exc.strerror or exc})") from exc
     try:
-        os.write(descriptor, b"\0")
+        try:
+            os.write(descriptor, b"\0")
+        finally:
+            os.close(descriptor)
     except OSError as exc:
         raise OutputError(target, f"cannot write here ({exc.strerror or exc})") from exc
     finally:
-        os.close(descriptor)
         with contextlib.suppress(OSError):
             probe.unlink()
 
@@ -619,9 +623,7 @@ def _sound_for(tracks: Sequence[AudioTrack], container: str, accepted: frozenset
     """Copy each track whose codec the container takes (and players play there), else re-encode
     it to the container's usual codec; a container that holds no sound drops them, said once."""
     fallback = AUDIO_FALLBACK.get(suffix, DEFAULT_AUDIO)
-    if tracks and av.codec.Codec(fallback, "w").name not in accepted:
-        names = ", ".join(str(track.number) for track in tracks)
-        return (), (f"the {container} container holds no sound: audio track(s) {names} dropped",)
+    can_encode = av.codec.Codec(fallback, "w").name in accepted
     sounds, notices = [], []
     for track in tracks:
         unplayable = track.codec.startswith("pcm_") and container in PCM_UNPLAYABLE
@@ -629,9 +631,13 @@ def _sound_for(tracks: Sequence[AudioTrack], container: str, accepted: frozenset
             sounds.append(Sound(track, "copy"))
             continue
         why = "plays in few players in" if unplayable else "cannot go in"
-        sounds.append(Sound(track, fallback))
-        notices.append(f"{track.describe()}: {track.codec} {why} {container}: re-encoded as "
-                       f"{fallback.removeprefix('lib')}")
+        if can_encode:
+            sounds.append(Sound(track, fallback))
+            notices.append(f"{track.describe()}: {track.codec} {why} {container}: re-encoded as "
+                           f"{fallback.removeprefix('lib')}")
+        else:
+            notices.append(f"{track.describe()}: {track.codec} {why} {container}, which takes no sound this "
+                           "FFmpeg can encode: dropped")
     return tuple(sounds), tuple(notices)
 
 

@@ -44,6 +44,12 @@ from .stylizer import EncodedContent, Stylizer, check_alpha
 DEFAULT_MAX_UPLOAD = 32 * 1024 * 1024  # bytes per request
 DEFAULT_MAX_PIXELS = 16_000_000  # per image, decoded and after resizing
 DEFAULT_QUEUE = 16
+# Connections and how long they may take (web.py applies them): uvicorn's own defaults have no
+# connection bound and no timeout for a request's headers, so idle sockets could use every descriptor.
+DEFAULT_MAX_CONNECTIONS = 64
+DEFAULT_KEEP_ALIVE = 5.0  # s an idle connection is kept between requests
+DEFAULT_HEADER_TIMEOUT = 10.0  # s from a connection (or its last response) to a request's whole head
+DEFAULT_BODY_TIMEOUT = 60.0  # s for a request's whole body
 MAX_STYLES = 8
 # Recent contents kept with their features: a 512 px content holds about 2.6 MB of them.
 CONTENT_CACHE_BYTES = 512 * 1024 * 1024
@@ -87,7 +93,8 @@ class Limits:
         for name in ("max_upload", "max_pixels", "queue", "memory"):
             value = getattr(self, name)
             if value is not None and value < 1:
-                raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+                flag = "--max-memory" if name == "memory" else f"--{name.replace('_', '-')}"
+                raise UsageError(f"{flag} must be at least 1, got {value}")
 
 
 def default_memory(max_memory: int | None) -> int:
@@ -105,16 +112,17 @@ class Budget:
         self.held = 0
         self._lock = threading.Lock()
 
-    def reserve(self, nbytes: int, retry_after: Callable[[], int]) -> Reservation:
-        """A reservation of `nbytes`; RequestError 413 if it could never fit, Busy if not now."""
+    def reserve(self, nbytes: int, retry_after: Callable[[], int], held: int = 0) -> Reservation:
+        """A reservation of `nbytes` for a request that holds `held` bytes already (its body);
+        RequestError 413 if the two could never fit together, Busy if not now."""
         reservation = Reservation(self)
-        reservation.grow(nbytes, retry_after)
+        reservation.grow(nbytes, retry_after, held)
         return reservation
 
-    def _take(self, nbytes: int, retry_after: Callable[[], int]) -> None:
-        if nbytes > self.limit:
-            raise RequestError(413, f"this request needs about {memory.format_size(nbytes)} of memory, more than "
-                                    f"the server's bound of {memory.format_size(self.limit)} (--max-memory)")
+    def _take(self, nbytes: int, retry_after: Callable[[], int], held: int = 0) -> None:
+        if nbytes + held > self.limit:
+            raise RequestError(413, f"this request needs about {memory.format_size(nbytes + held)} of memory, more "
+                                    f"than the server's bound of {memory.format_size(self.limit)} (--max-memory)")
         with self._lock:
             if self.held + nbytes <= self.limit:
                 self.held += nbytes
@@ -134,8 +142,8 @@ class Reservation:
         self._budget, self.nbytes = budget, 0
         self._lock = threading.Lock()
 
-    def grow(self, nbytes: int, retry_after: Callable[[], int]) -> None:
-        self._budget._take(nbytes, retry_after)
+    def grow(self, nbytes: int, retry_after: Callable[[], int], held: int = 0) -> None:
+        self._budget._take(nbytes, retry_after, held + self.nbytes)
         with self._lock:
             self.nbytes += nbytes
 
@@ -295,6 +303,7 @@ class Engine:
         self.budget = Budget(limits.memory or default_memory(stylizer.execution.max_memory))
         self._queue: queue.Queue[Work | None] = queue.Queue(maxsize=limits.queue)
         self._closing = False
+        self._closing_lock = threading.Lock()
         self._contents: Recent[tuple[str, int], EncodedContent] = Recent(64, CONTENT_CACHE_BYTES, _content_bytes)
         self._styles: Recent[tuple, FeatureStats] = Recent(STYLE_CACHE_ENTRIES)
         self._busy = 0
@@ -305,15 +314,16 @@ class Engine:
 
     # --- any thread --------------------------------------------------------------------------
 
-    def prepare(self, request: Request) -> Work:
+    def prepare(self, request: Request, held: int = 0) -> Work:
         """Decode what the caches do not hold (on the caller's thread, so the model never
         waits for it), once the memory it will hold is admitted (Busy otherwise, before any
-        decoding); RequestError 413/415/400 for images that cannot be used."""
+        decoding; `held`: what the request holds already, its body); RequestError 413/415/400
+        for images that cannot be used."""
         content_cached = (request.content.digest, request.content_size) in self._contents
         cached = [self._style_cached(request, s) for s in request.styles]
         need = 0 if content_cached else self._cost(request.content, request.content_size)
         need += sum(self._cost(s, request.style_size) for s, hit in zip(request.styles, cached, strict=True) if not hit)
-        reservation = self.budget.reserve(need, self.retry_after)
+        reservation = self.budget.reserve(need, self.retry_after, held)
         try:
             content = None if content_cached else self._decode_content(request)
             styles = [None if hit else self._decode_style(request, s) for s, hit in zip(request.styles, cached,
@@ -335,8 +345,7 @@ class Engine:
             if size * size > self.limits.max_pixels:  # in integers: a size may have hundreds of digits
                 raise RequestError(413, f"{upload.name}: would be over {size}x{size} px after resizing, over the "
                                         f"limit of {self.limits.max_pixels:,} pixels")
-            short, long = sorted((width, height))
-            resized = size * int(size * long / short)  # as images.resize_shorter_side makes it
+            resized = math.prod(images.resized_size(width, height, size))
             if resized > self.limits.max_pixels:
                 raise RequestError(413, f"{upload.name}: would be {resized:,} pixels after resizing, over the "
                                         f"limit of {self.limits.max_pixels:,} pixels")
@@ -364,9 +373,10 @@ class Engine:
     def submit(self, work: Work) -> Future[Image.Image]:
         """Queue prepared work; QueueFull when the queue is at its limit (the work is then let go)."""
         try:
-            if self._closing:
-                raise RequestError(503, "the server is shutting down")
-            self._queue.put_nowait(work)
+            with self._closing_lock:  # so that close() cannot drain between the check and the put
+                if self._closing:
+                    raise RequestError(503, "the server is shutting down")
+                self._queue.put_nowait(work)
         except queue.Full:
             error: RequestError = QueueFull(self.retry_after())
             _settle(work.future, error=error)
@@ -391,7 +401,8 @@ class Engine:
     def close(self, timeout: float = 30.0) -> None:
         """Finish what is queued (for `timeout` seconds at most), then stop the worker; work
         still queued after that is answered 503. Returns whatever state the worker is in."""
-        self._closing = True
+        with self._closing_lock:
+            self._closing = True
         deadline = time.monotonic() + timeout
         with contextlib.suppress(queue.Full):  # a queue still full then: answered below
             self._queue.put(None, timeout=timeout)

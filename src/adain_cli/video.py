@@ -241,7 +241,10 @@ def plan(source_spec: str, styles: Sequence[str], output: str, settings: jobs.Se
         size = _output_size(source.info.width, source.info.height, settings, source.path)
         skip = (media.has_frames(target) if frames_out else target.exists()) and not settings.overwrite
         jobs.make_parent_dirs([target])  # a frames folder itself appears only when complete
-        media.check_writable(target)
+        if not skip:
+            media.check_writable(target)
+        if frames_out and options.encoding.audio_tracks is not None:
+            raise UsageError("--audio-track picks tracks for a video file; PNG frames carry no sound")
         encoding = None if frames_out else options.encoding.resolve(target, *size, source.info.rate,
                                                                      source.info.audio, source.path)
         return Plan(source, style_paths, target, frames_out, options, size, encoding, skip,
@@ -256,7 +259,7 @@ def _notices(source: media.VideoSource | media.FrameFolderSource, encoding: medi
     """What the output will not carry as the input does, one line each."""
     info, notices = source.info, []
     if info.hdr:
-        notices.append(f"{source.path} is HDR ({info.hdr}, BT.2020): tone-mapped to SDR BT.709 and tagged so")
+        notices.append(f"{source.path} is HDR ({info.hdr}): tone-mapped to SDR BT.709 and tagged so")
     if info.dropped:
         notices.append(f"{', '.join(info.dropped)} stream(s) of {source.path} are not carried over")
     if encoding is not None:

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import parse_qs, quote
+from urllib.parse import parse_qs, quote, unquote_plus
 
 import torch
 from fastapi import Depends, FastAPI, File, Form, UploadFile
@@ -59,6 +59,10 @@ from .atomic import atomic_write
 from .errors import ImageError, OutputError, UsageError
 from .inputs import walk_images
 from .serve import (
+    DEFAULT_BODY_TIMEOUT,
+    DEFAULT_HEADER_TIMEOUT,
+    DEFAULT_KEEP_ALIVE,
+    DEFAULT_MAX_CONNECTIONS,
     MAX_STYLES,
     Budget,
     Busy,
@@ -66,6 +70,7 @@ from .serve import (
     Recent,
     Request,
     RequestError,
+    Reservation,
     Upload,
     as_request_error,
     parse_weights,
@@ -80,12 +85,10 @@ MAX_FILES = 1 + MAX_STYLES
 MAX_FIELDS = 32
 # The Host names a server on loopback answers to, whatever it was told.
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
-# Connections and how long they may take: uvicorn's own defaults have no connection bound and
-# no timeout for a request's headers, so idle sockets could use every file descriptor.
-DEFAULT_MAX_CONNECTIONS = 64
-DEFAULT_KEEP_ALIVE = 5.0  # s an idle connection is kept between requests
-DEFAULT_HEADER_TIMEOUT = 10.0  # s from a connection (or its last response) to a request's whole head
-DEFAULT_BODY_TIMEOUT = 60.0  # s for a request's whole body
+# Copies of a request body held at once: as received, as handed to the app, and parsed into parts.
+BODY_COPIES = 3
+# Where the guard tells the route what the request's body holds of the memory budget.
+BODY_HELD = "adain.body_bytes"
 # Descriptors kept for the server's own use (the model's files, logs, a --save write, pipes), and
 # for connections accepted before the connection limit can turn them away (asyncio accepts many
 # in one go). The last few are never used for a connection at all: see `_GuardedListener`.
@@ -182,6 +185,8 @@ def error(status: int, message: str, headers: dict[str, str] | None = None) -> J
 def host_name(header: str) -> str:
     """The name in a Host header, without its port, lower case: "[::1]:8000" -> "::1"."""
     header = header.strip().lower()
+    if _is_ip(header):  # an address as given to --host, "::1" among them
+        return header
     if header.startswith("["):
         return header[1:header.find("]")] if "]" in header else header
     name, _, port = header.rpartition(":")
@@ -279,7 +284,8 @@ class _Guard:
     """ASGI middleware in front of the routes: the bearer token (header, or ?token= for the page
     a browser opens), and the request body: counted as it arrives (Content-Length is only a
     claim), bounded in bytes and in time, held in memory so that it is never spooled to disk,
-    and counted against the engine's memory budget (twice: the body, and the parts parsed from it)."""
+    and counted against the engine's memory budget (BODY_COPIES times: the body, its copy for the
+    app, its parts). A request whose client goes away is cancelled."""
 
     def __init__(self, app: Any, token: str | None, max_body: int, budget: Budget,
                  retry_after: Callable[[], int], body_timeout: float) -> None:
@@ -288,6 +294,9 @@ class _Guard:
         self.retry_after, self.body_timeout = retry_after, body_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket" and self.token is not None and not self._authorised(scope):
+            await _refuse(scope, receive, send, 401, "a token is required: ?token=TOKEN")
+            return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -305,28 +314,50 @@ class _Guard:
         try:
             body = await self._body(scope, receive, send, reservation,
                                     int(claimed) if claimed is not None and claimed.isdigit() else 0)
-            if body is None:
-                return
-            delivered = False
-
-            async def replay() -> Message:
-                nonlocal delivered
-                if delivered:
-                    return await receive()  # after the body: only a disconnect can come
-                delivered = True
-                return {"type": "http.request", "body": bytes(body), "more_body": False}
-
-            await self.app(scope, replay, send)
+            if body is not None:
+                scope[BODY_HELD] = reservation.nbytes  # the route's own reservation counts it for a 413
+                await self._until_disconnected(scope, bytes(body), receive, send)
         finally:
             reservation.release()
 
-    async def _body(self, scope: Scope, receive: Receive, send: Send, reservation: Any,
+    async def _until_disconnected(self, scope: Scope, body: bytes, receive: Receive, send: Send) -> None:
+        """The app, given the body; cancelled if the client goes away first (uvicorn only marks
+        the request), so that work nobody waits for is skipped and gives its memory back."""
+        gone = asyncio.Event()
+        delivered = False
+
+        async def replay() -> Message:
+            nonlocal delivered
+            if not delivered:
+                delivered = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            await gone.wait()  # after the body only a disconnect can come, and the watcher reads it
+            return {"type": "http.disconnect"}
+
+        async def watch() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            gone.set()
+
+        app = asyncio.ensure_future(self.app(scope, replay, send))
+        watcher = asyncio.ensure_future(watch())
+        try:
+            await asyncio.wait({app, watcher}, return_when=asyncio.FIRST_COMPLETED)
+            if not app.done():  # the client left before its answer
+                app.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await app
+        finally:
+            watcher.cancel()
+            app.cancel()  # a no-op when done; when this coroutine is cancelled itself, the app goes too
+
+    async def _body(self, scope: Scope, receive: Receive, send: Send, reservation: Reservation,
                     claimed: int) -> bytearray | None:
         """The whole body, or None when it was refused (and answered) or the client left."""
         body, more, counted = bytearray(), True, claimed
         deadline = asyncio.get_running_loop().time() + self.body_timeout
         try:
-            reservation.grow(2 * claimed, self.retry_after)
+            reservation.grow(BODY_COPIES * claimed, self.retry_after)
             while more:
                 remaining = deadline - asyncio.get_running_loop().time()
                 message = await asyncio.wait_for(receive(), max(remaining, 0.001))
@@ -338,7 +369,7 @@ class _Guard:
                     await self._too_large(scope, receive, send)
                     return None
                 if len(body) > counted:  # more than it claimed, or no claim: counted as it comes
-                    reservation.grow(2 * (len(body) - counted), self.retry_after)
+                    reservation.grow(BODY_COPIES * (len(body) - counted), self.retry_after)
                     counted = len(body)
         except Busy as exc:
             await error(503, str(exc), {"Retry-After": str(exc.retry_after)})(scope, receive, send)
@@ -480,6 +511,7 @@ def create_app(engine: Engine, library: Library | None = None, options: Options 
                                               "with --save, X-Saved-As names the file or X-Save-Error says why "
                                               "it could not be written."}})
     async def stylize(
+        http: HttpRequest,
         content: Annotated[UploadFile, File(description="The photo.")],
         style: Annotated[list[UploadFile] | None, File(description="A painting; repeat for a mix.")] = None,
         style_name: Annotated[list[str] | None, Form(description="A painting of the --styles folder by name "
@@ -505,8 +537,11 @@ def create_app(engine: Engine, library: Library | None = None, options: Options 
                           parse_weights(weights), color.mode_from_flags(preserve_color, luminance_only),
                           content_size, style_size)
         began = time.perf_counter()
-        work = await asyncio.to_thread(engine.prepare, request)
-        picture = await asyncio.wrap_future(engine.submit(work))
+        # Prepared and queued in one go: a request cancelled meanwhile still leaves its work in
+        # the engine, which settles it and gives its memory back (none is left reserved for ever).
+        held = http.scope.get(BODY_HELD, 0)
+        queued = await asyncio.to_thread(lambda: engine.submit(engine.prepare(request, held)))
+        picture = await asyncio.wrap_future(queued)
         seconds = time.perf_counter() - began
         pillow_format = FORMATS[format.lower()]
         data = await asyncio.to_thread(_encode, picture, pillow_format)
@@ -564,14 +599,9 @@ class Connections:
     def limit(self) -> int:
         """max_connections, lowered where the process's open-file limit would not hold them all
         (beyond it, accept() fails and asyncio logs every retry)."""
-        try:
-            import resource
-        except ImportError:  # pragma: no cover (Windows)
-            return self.max_connections
-        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-        if soft == resource.RLIM_INFINITY:
-            return self.max_connections
-        return max(1, min(self.max_connections, soft - _open_descriptors() - _SPARE_DESCRIPTORS))
+        room = _descriptor_room()
+        return self.max_connections if room is None else max(1, min(self.max_connections,
+                                                                    room - _SPARE_DESCRIPTORS))
 
 
 class _GuardedListener(socket.socket):
@@ -582,7 +612,8 @@ class _GuardedListener(socket.socket):
 
     def accept(self) -> tuple[socket.socket, Any]:
         connection, address = super().accept()
-        if _descriptor_room() < _LAST_DESCRIPTORS:
+        room = _descriptor_room()
+        if room is not None and room < _LAST_DESCRIPTORS:
             connection.close()
             raise ConnectionAbortedError  # what asyncio's accept loop takes as "nothing more now"
         return connection, address
@@ -592,13 +623,14 @@ class _GuardedListener(socket.socket):
         return cls(listener.family, listener.type, listener.proto, fileno=listener.detach())
 
 
-def _descriptor_room() -> int:
+def _descriptor_room() -> int | None:
+    """Descriptors this process may still open; None where there is no limit."""
     try:
         import resource
     except ImportError:  # pragma: no cover (Windows)
-        return _LAST_DESCRIPTORS
+        return None
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    return _LAST_DESCRIPTORS if soft == resource.RLIM_INFINITY else soft - _open_descriptors()
+    return None if soft == resource.RLIM_INFINITY else soft - _open_descriptors()
 
 
 def _open_descriptors() -> int:
@@ -639,8 +671,8 @@ def _connection_protocol(limit: int, header_timeout: float) -> type:
                 self._idle_since = None  # a request is being served: it is not idle
 
         def on_response_complete(self) -> None:
-            super().on_response_complete()
-            if not self.transport.is_closing():
+            super().on_response_complete()  # which may start a pipelined request at once
+            if not self.transport.is_closing() and (self.cycle is None or self.cycle.response_complete):
                 self._wait_for_head()
 
         def handle_websocket_upgrade(self, event: Any) -> None:
@@ -686,8 +718,13 @@ class _RedactTokens(logging.Filter):
 
 
 def redact(text: str) -> str:
-    """`text` with the value of every token= query parameter replaced."""
-    return re.sub(r"([?&]token=)[^&\s\"]*", r"\1[redacted]", text)
+    """`text` with the value of every query parameter named token replaced, however its name
+    is spelled (%74oken is token too, to the token check)."""
+    def value_hidden(match: re.Match[str]) -> str:
+        name = match.group(2)
+        return f"{match.group(1)}{name}=[redacted]" if unquote_plus(name) == "token" else match.group(0)
+
+    return re.sub(r"([?&])([^=&\s\"]*)=[^&\s\"]*", value_hidden, text)
 
 
 def serve_forever(app: Any, listener: socket.socket, *, debug: bool = False,
