@@ -666,3 +666,12 @@ def test_a_debug_server_logs_requests_without_their_token(guarded_server):
     wait_until(lambda: "wrong-guess" in "".join(log) or '/v1/health?token=[redacted] HTTP/1.1" 401' in "".join(log))
     assert '/v1/health?token=[redacted] HTTP/1.1" 200' in "".join(log)
     assert TOKEN not in "".join(log) and "wrong-guess" not in "".join(log)
+
+
+def test_the_recent_cache_keeps_within_its_size_as_items_come_and_are_replaced():
+    cache = serve.Recent(100, 10, len)
+    for i in range(20):
+        cache.put(i, b"abcd")
+    cache.put(19, b"ab")  # replaced: its old size no longer counts
+    cache.put(20, b"abcdef")
+    assert len(cache) == 2 and cache.get(19) == b"ab" and cache.get(20) == b"abcdef"

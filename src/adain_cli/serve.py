@@ -231,6 +231,7 @@ class Recent(Generic[K, V]):
     def __init__(self, max_entries: int, max_size: int = 0, size_of: Callable[[V], int] = lambda v: 0) -> None:
         self._items: OrderedDict[K, V] = OrderedDict()
         self._max_entries, self._max_size, self._size_of = max_entries, max_size, size_of
+        self._size = 0  # kept as items come and go: summing on every put is quadratic in a big library
         self._lock = threading.Lock()
         self.hits = 0
 
@@ -244,11 +245,15 @@ class Recent(Generic[K, V]):
 
     def put(self, key: K, value: V) -> None:
         with self._lock:
+            if key in self._items:
+                self._size -= self._size_of(self._items[key])
             self._items[key] = value
+            self._size += self._size_of(value)
             self._items.move_to_end(key)
             while len(self._items) > 1 and (len(self._items) > self._max_entries or (
-                    self._max_size and sum(self._size_of(v) for v in self._items.values()) > self._max_size)):
-                self._items.popitem(last=False)
+                    self._max_size and self._size > self._max_size)):
+                _, dropped = self._items.popitem(last=False)
+                self._size -= self._size_of(dropped)
 
     def __contains__(self, key: object) -> bool:
         with self._lock:
