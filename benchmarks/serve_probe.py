@@ -416,6 +416,22 @@ def counts(probe: Probe, server: Server, content: bytes, style: bytes) -> None:
             probe.row(name, str(reply.status), "400 JSON", reply.status == 400 and reply.is_json_error())
 
 
+def health_row(probe: Probe, server: Server, name: str, figure: str) -> None:
+    """GET /v1/health, timed: the row `name`, and the figure."""
+    reply = call(server, "GET", "/v1/health", timeout=10)
+    probe.figures[figure] = round(reply.seconds, 4)
+    probe.row(name, f"{reply.status} in {reply.seconds * 1000:.0f} ms", "200 < 1 s",
+              reply.status == 200 and reply.seconds < 1)
+
+
+def log_growth_row(probe: Probe, server: Server, log_before: int, figure: str) -> None:
+    """How much the server's output grew since `log_before`: a row, and the figure."""
+    time.sleep(0.5)
+    grown = len(server.output()) - log_before
+    probe.figures[figure] = grown
+    probe.row("  log written meanwhile", f"{grown} bytes", "< 16 KB", grown < 16 * 1024)
+
+
 def connections(probe: Probe, server: Server, header_timeout: float, body_timeout: float) -> None:
     name = f"GET /v1/health with {IDLE_SOCKETS} idle sockets open"
     log_before = len(server.output())
@@ -425,18 +441,12 @@ def connections(probe: Probe, server: Server, header_timeout: float, body_timeou
             for _ in range(IDLE_SOCKETS):
                 idle.append(socket.create_connection((server.host, server.port), timeout=5))
             time.sleep(0.2)
-            reply = call(server, "GET", "/v1/health", timeout=10)
-            probe.figures["health_seconds_under_idle_sockets"] = round(reply.seconds, 4)
-            probe.row(name, f"{reply.status} in {reply.seconds * 1000:.0f} ms", "200 < 1 s",
-                      reply.status == 200 and reply.seconds < 1)
+            health_row(probe, server, name, "health_seconds_under_idle_sockets")
         finally:
             for sock in idle:
                 sock.close()
     if server.own:
-        time.sleep(0.5)
-        grown = len(server.output()) - log_before
-        probe.figures["log_bytes_idle_probe"] = grown
-        probe.row("  log written meanwhile", f"{grown} bytes", "< 16 KB", grown < 16 * 1024)
+        log_growth_row(probe, server, log_before, "log_bytes_idle_probe")
     else:
         probe.skip("  log written meanwhile", "--url: no access to its log")
 
@@ -463,17 +473,11 @@ def connections(probe: Probe, server: Server, header_timeout: float, body_timeou
                 os.kill(server.process.pid, signal.SIGCONT)
             try:
                 time.sleep(0.2)
-                reply = call(server, "GET", "/v1/health", timeout=10)
-                probe.figures["health_seconds_after_burst"] = round(reply.seconds, 4)
-                probe.row(name, f"{reply.status} in {reply.seconds * 1000:.0f} ms", "200 < 1 s",
-                          reply.status == 200 and reply.seconds < 1)
+                health_row(probe, server, name, "health_seconds_after_burst")
             finally:
                 for sock in burst:
                     sock.close()
-        time.sleep(0.5)
-        grown = len(server.output()) - log_before
-        probe.figures["log_bytes_burst_probe"] = grown
-        probe.row("  log written meanwhile", f"{grown} bytes", "< 16 KB", grown < 16 * 1024)
+        log_growth_row(probe, server, log_before, "log_bytes_burst_probe")
 
     name = f"slow header (a line every 0.5 s), --header-timeout {header_timeout:g}"
     with probe.guarded(name):

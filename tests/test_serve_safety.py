@@ -202,7 +202,7 @@ def test_a_request_cancelled_at_shutdown_gets_a_503_and_one_log_line(caplog: pyt
         await asyncio.sleep(60)
 
     async def scenario() -> None:
-        app = web._HostAndOrigin(stuck, web.Options())
+        app = web._AnsweredWhenCancelled(web._HostAndOrigin(stuck, web.Options()))
         scope = {"type": "http", "method": "POST", "path": "/v1/stylize", "headers": [(b"host", b"127.0.0.1")]}
 
         async def send(message) -> None:

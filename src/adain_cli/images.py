@@ -41,7 +41,7 @@ KNOWN_EXTENSIONS = ", ".join(sorted(s.lstrip(".") for s in FORMATS))
 
 # The formats read, on purpose: what photos and paintings come as. Pillow opens forty more
 # (DDS, ICO, TGA, PCX, SGI, EPS...), whose rarely used decoders are where its crashes live; a
-# file in any of them is refused as "not a supported image". JPEG covers camera MPO files;
+# file in any of them is refused as not in a supported format. JPEG covers camera MPO files;
 # GIF and animated WebP give their first frame; AVIF where this Pillow was built with it.
 _READ_FORMATS = ("JPEG", "PNG", "WEBP", "AVIF", "TIFF", "BMP", "GIF")
 Image.init()

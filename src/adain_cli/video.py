@@ -240,11 +240,11 @@ def plan(source_spec: str, styles: Sequence[str], output: str, settings: jobs.Se
         jobs.refuse_collisions([(target, "the video")], inputs_used)
         size = _output_size(source.info.width, source.info.height, settings, source.path)
         skip = (media.has_frames(target) if frames_out else target.exists()) and not settings.overwrite
+        if frames_out and options.encoding.audio_tracks is not None:
+            raise UsageError("--audio-track picks tracks for a video file; PNG frames carry no sound")
         jobs.make_parent_dirs([target])  # a frames folder itself appears only when complete
         if not skip:
             media.check_writable(target)
-        if frames_out and options.encoding.audio_tracks is not None:
-            raise UsageError("--audio-track picks tracks for a video file; PNG frames carry no sound")
         encoding = None if frames_out else options.encoding.resolve(target, *size, source.info.rate,
                                                                      source.info.audio, source.path)
         return Plan(source, style_paths, target, frames_out, options, size, encoding, skip,

@@ -11,7 +11,8 @@ a foreign Origin, 404, 408 a body too slow, 413 too large (bytes, pixels or memo
 an image, 421 a foreign Host, 503 busy (queue or memory full, with Retry-After).
 Requests never name files: library styles are looked up by name in a table made at start.
 
-In front of the routes, outermost first: `_HostAndOrigin` (which web pages may use the
+In front of the routes, outermost first: `_AnsweredWhenCancelled` (a request cancelled at
+shutdown gets a 503, not a traceback), `_HostAndOrigin` (which web pages may use the
 server: DNS rebinding and cross-site requests refused), CORS for origins the user allowed,
 `_Guard` (the token; the body, bounded in bytes and time and counted against the engine's
 memory budget). Under uvicorn, `_Connection` bounds connections and the time headers take.
@@ -225,7 +226,7 @@ class _HostAndOrigin:
             await _refuse(scope, receive, send, 403, f"Origin {origin.decode('latin-1')!r} may not use this server; "
                                                      "allow a site with --allow-origin ORIGIN")
             return
-        await _answered_when_cancelled(self.app, scope, receive, send)
+        await self.app(scope, receive, send)
 
     def _host_allowed(self, name: str) -> bool:
         if self.any_host or name in self.hosts:
@@ -241,24 +242,29 @@ class _HostAndOrigin:
         return origin in own or origin in self.origins or "*" in self.origins
 
 
-async def _answered_when_cancelled(app: Any, scope: Scope, receive: Receive, send: Send) -> None:
-    """Run the app; a request cancelled under it (uvicorn cancels those still running when its
-    graceful shutdown times out) gets a 503 if nothing was sent yet, and one line in the log,
-    not a traceback per request."""
-    started = False
+class _AnsweredWhenCancelled:
+    """ASGI middleware, outermost: a request cancelled under it (uvicorn cancels those still
+    running when its graceful shutdown times out) gets a 503 if nothing was sent yet, and one
+    line in the log, not a traceback per request."""
 
-    async def tracking(message: Message) -> None:
-        nonlocal started
-        started = started or message["type"] in ("http.response.start", "websocket.accept")
-        await send(message)
+    def __init__(self, app: Any) -> None:
+        self.app = app
 
-    try:
-        await app(scope, receive, tracking)
-    except asyncio.CancelledError:
-        _log.warning("adain serve: %s %s stopped unfinished: the server is shutting down",
-                     scope.get("method", "WEBSOCKET"), scope.get("path", ""))
-        if not started and scope["type"] == "http":
-            await error(503, "the server is shutting down; try again")(scope, receive, send)
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = False
+
+        async def tracking(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] in ("http.response.start", "websocket.accept")
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking)
+        except asyncio.CancelledError:
+            _log.warning("adain serve: %s %s stopped unfinished: the server is shutting down",
+                         scope.get("method", "WEBSOCKET"), scope.get("path", ""))
+            if not started and scope["type"] == "http":
+                await error(503, "the server is shutting down; try again")(scope, receive, send)
 
 
 def _is_ip(name: str) -> bool:
@@ -556,7 +562,7 @@ def create_app(engine: Engine, library: Library | None = None, options: Options 
         app = CORSMiddleware(app, allow_origins=list(options.allow_origins), allow_methods=["GET", "POST"],
                              allow_headers=["Authorization"],
                              expose_headers=["X-Seconds", "X-Saved-As", "X-Save-Error", "Retry-After"])
-    return _HostAndOrigin(app, options)
+    return _AnsweredWhenCancelled(_HostAndOrigin(app, options))
 
 
 def _encode(picture: Image.Image, pillow_format: str) -> bytes:
