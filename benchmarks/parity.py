@@ -9,7 +9,8 @@ The sha256 of every output's decoded pixels (with its format, mode and size) is 
 --check recomputes them and lists each case that differs. Pixels, not file bytes: a PNG's
 compression level changes its bytes and nothing a viewer sees. Cases cover the paths a
 refactor can disturb: resizing, odd sizes (stride padding), alpha, both colour modes, crop,
-explicit tiles, batches, JPEG output, style mixes, contact sheets with labels and masks.
+explicit tiles, batches, JPEG output, style mixes, contact sheets with labels and masks,
+video frames (steady statistics, keyframes under --preserve-color) and a seeded dataset.
 """
 
 from __future__ import annotations
@@ -49,6 +50,11 @@ CASES: dict[str, list[str]] = {
     "alpha-sweep-luma": ["interpolate", "{c1}", "{s0}", "{s2}", "--alpha-sweep", "3", "--luminance-only",
                          "-o", "{out}/sweep", "--content-size", "256"],
     "mask": ["interpolate", "{c0}", "{s0}", "{s3}", "--mask", "{mask}", "-o", "{out}/mask.png"],
+    "video-steady": ["video", "{frames}/*.png", "{s0}", "-o", "{out}/frames/", "--content-size", "0"],
+    "video-keyframes-coral": ["video", "{frames}/*.png", "--keyframes", "0:{s1},0.1:{s2}", "-o", "{out}/kf/",
+                              "--preserve-color", "--content-size", "0", "--smooth", "0"],
+    "dataset": ["dataset", "{tree}", "{dir}/style", "-o", "{out}/ds", "--seed", "3", "-n", "2", "--alpha", "0.5:1",
+                "--content-size", "160", "--style-bank", "off"],
 }
 
 
@@ -75,8 +81,29 @@ def inputs(folder: Path) -> dict[str, str]:
     mask = images.Image.new("L", (width, height), 0)
     mask.paste(255, (0, 0, width // 2, height))
     mask.save(folder / "mask.png")
-    names.update(dir=str(folder / "batch"), mask=str(folder / "mask.png"))
+    names.update(dir=str(folder / "batch"), mask=str(folder / "mask.png"), frames=str(_frames(folder, names)),
+                 tree=str(_tree(folder, names)))
     return names
+
+
+def _frames(folder: Path, names: dict[str, str]) -> Path:
+    """Six 192x108 frames panning across a photo, for `adain video`."""
+    frames = folder / "frames"
+    frames.mkdir()
+    photo = images.load_image(Path(names["c0"])).resize((320, 180))
+    for index in range(6):
+        photo.crop((16 * index, 8, 16 * index + 192, 116)).save(frames / f"{index:03d}.png")
+    return frames
+
+
+def _tree(folder: Path, names: dict[str, str]) -> Path:
+    """An ImageNet-like tree (two classes of two photos) for `adain dataset`."""
+    tree = folder / "tree"
+    for index, key in enumerate(("c0", "c1", "c2", "c3")):
+        target = tree / f"n0{index % 2}" / f"{key}.jpg"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        images.load_image(Path(names[key])).convert("RGB").save(target, quality=95)
+    return tree
 
 
 def digest(path: Path) -> str:
@@ -86,7 +113,8 @@ def digest(path: Path) -> str:
 
 
 def digests(out: Path) -> dict[str, str]:
-    return {str(p.relative_to(out)): digest(p) for p in sorted(out.rglob("*")) if p.is_file()}
+    return {str(p.relative_to(out)): digest(p) for p in sorted(out.rglob("*"))
+            if p.is_file() and p.suffix.lower() != ".csv"}  # a dataset's manifest holds no pixels
 
 
 def run_cases(scratch: Path) -> dict[str, dict[str, str]]:

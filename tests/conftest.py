@@ -11,11 +11,14 @@ import math
 import os
 import shutil
 import struct
+import threading
 from pathlib import Path
 
 import pytest
 import torch
 from PIL import Image
+
+from adain_cli import Stylizer
 
 # vgg_normalised.pth: nn.Sequential index -> (out, in, k) for each conv, through relu5_4.
 PUBLIC_VGG_CONVS = {
@@ -107,6 +110,16 @@ def stylizer(weights: tuple[Path, Path]):
     from adain_cli import Stylizer
 
     return Stylizer.from_files(*weights, device="cpu")
+
+
+def hold_rendering(stylizer: Stylizer) -> tuple[Stylizer, threading.Event]:
+    """A Stylizer of its own (sharing the networks) for an engine whose decoder stage waits for
+    the event: work stays in flight until it is set."""
+    held = Stylizer(stylizer.encoder, stylizer.decoder, execution=stylizer.execution)
+    release = threading.Event()
+    real = held.render_batch
+    held.render_batch = lambda *args, **kwargs: (release.wait(30), real(*args, **kwargs))[1]  # type: ignore[method-assign]
+    return held, release
 
 
 @pytest.fixture
@@ -210,8 +223,8 @@ def make_client(stylizer, library):
 
     engines = []
 
-    def make(limits=None, **options):
-        engine = serve.Engine(stylizer, limits or serve.Limits())
+    def make(limits=None, engine_stylizer=None, **options):
+        engine = serve.Engine(engine_stylizer or stylizer, limits or serve.Limits())
         engines.append(engine)
         client = TestClient(web.create_app(engine, library, web.Options(**options)), base_url=LOCAL)
         client.engine = engine  # type: ignore[attr-defined]

@@ -13,6 +13,7 @@ from PIL import Image
 from adain_cli import Stylizer, UsageError, batch, images, jobs
 from adain_cli.inputs import expand
 from adain_cli.model import Encoder
+from adain_cli.style_cache import StyleCache
 
 CPU_OUT_OF_MEMORY = RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory: "
                                  "you tried to allocate 123456789 bytes. Error code 12 (Cannot allocate memory)")
@@ -166,9 +167,11 @@ def test_styles_are_decoded_only_a_few_ahead_of_their_use(stylizer, tmp_path):
             return future
 
     styles = [tmp_path / f"s{i}.png" for i in range(6)]
-    cache = batch._StyleCache(stylizer, jobs.Settings(), RecordingPool(), styles + styles)
+    cache = StyleCache(stylizer)
+    cache.expect(styles + styles, lambda path: pytest.fail("decoded on the pool, not here"), RecordingPool(),
+                 "style", ahead=2)
     assert submitted == styles[:2]
-    cache.stats_for(styles[0], None)
+    cache.stats(styles[0], lambda: pytest.fail("fetched ahead: not decoded again"))
     assert submitted == styles[:3]  # one used, one more started: never more than two waiting
 
 

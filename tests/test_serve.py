@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import synthetic_image
+from conftest import hold_rendering, synthetic_image
 from fastapi.testclient import TestClient
 from PIL import Image
 from test_cli import adain, bad_input_cases, one_error_line
@@ -136,8 +136,8 @@ def test_changing_only_alpha_or_weights_encodes_nothing_again(client: TestClient
     ({"weights": "1,2"}, "weights mix several styles"),
     ({"weights": "a,b"}, "comma-separated numbers"),
     ({"format": "gif"}, "format must be png, jpeg or webp"),
-    ({"preserve_color": "true", "luminance_only": "true"}, "not both"),
-    ({"content_size": "8"}, "content_size must be 0"),
+    ({"preserve_color": "true", "luminance_only": "true"}, "choose one of"),
+    ({"content_size": "8"}, "content-size must be 0"),
     ({"style_name": "../etc/passwd"}, "not in the styles folder"),
 ])
 def test_bad_fields_are_400_with_a_message(client: TestClient, fields: dict, message: str):
@@ -182,12 +182,10 @@ def test_too_large_is_413_in_bytes_and_in_pixels(make_client):
     assert response.status_code == 413 and "after resizing" in response.json()["error"]
 
 
-def test_a_full_queue_is_503_with_retry_after_and_health_still_answers(make_client):
-    client = make_client(Limits(queue=1))
+def test_a_full_queue_is_503_with_retry_after_and_health_still_answers(make_client, stylizer):
+    held, release = hold_rendering(stylizer)
+    client = make_client(Limits(queue=1), engine_stylizer=held)
     engine: Engine = client.engine  # type: ignore[attr-defined]
-    release = threading.Event()
-    real_run = engine._run
-    engine._run = lambda batch: (release.wait(30), real_run(batch))  # type: ignore[method-assign]
     with ThreadPoolExecutor(2) as pool:
         first = pool.submit(post, client)
         deadline = time.monotonic() + 10
@@ -214,13 +212,10 @@ def test_concurrent_requests_all_succeed_and_agree(client: TestClient):
 
 
 def test_requests_arriving_together_share_a_network_call(stylizer, library: web.Library):
-    batched = type(stylizer)(stylizer.encoder, stylizer.decoder, "cpu", batch_size=4)
+    batched, hold = hold_rendering(type(stylizer)(stylizer.encoder, stylizer.decoder, "cpu", batch_size=4))
     engine = Engine(batched)
     calls = []
     hook = batched.decoder.register_forward_hook(lambda module, args, out: calls.append(len(args[0])))
-    hold = threading.Event()
-    real_run = engine._run
-    engine._run = lambda batch: (hold.wait(30), real_run(batch))  # type: ignore[method-assign]
     try:
         request = serve.Request(serve.Upload("c.png", CONTENT), (serve.Upload("s.png", STYLE),), content_size=0,
                                 style_size=0)

@@ -19,13 +19,13 @@ from pathlib import Path
 
 import pytest
 import starlette.formparsers
-from conftest import LOCAL, link_or_copy, synthetic_image
+from conftest import LOCAL, hold_rendering, link_or_copy, synthetic_image
 from fastapi.testclient import TestClient
 from PIL import Image
 from test_cli import adain, one_error_line
 from test_serve import CONTENT, SMALL, STYLE, STYLE2, picture, post, serve_process
 
-from adain_cli import images, serve, web
+from adain_cli import Stylizer, images, serve, web
 from adain_cli.serve import Engine, Limits, Request, RequestError, Upload
 
 FILES = [("content", ("photo.png", CONTENT, "image/png")), ("style", ("painting.png", STYLE, "image/png"))]
@@ -114,11 +114,8 @@ def test_allow_origin_must_be_an_origin():
 
 def held_engine(stylizer, **limits) -> tuple[Engine, threading.Event]:
     """An engine whose worker waits for the event before each batch."""
-    engine = Engine(stylizer, Limits(**limits))
-    release = threading.Event()
-    real_run = engine._run
-    engine._run = lambda batch: (release.wait(30), real_run(batch))  # type: ignore[method-assign]
-    return engine, release
+    held, release = hold_rendering(stylizer)
+    return Engine(held, Limits(**limits)), release
 
 
 def request(alpha: float = 1.0) -> Request:
@@ -173,22 +170,30 @@ def test_close_returns_with_a_full_queue_and_a_stuck_worker(stylizer):
     assert futures[0].result(30).size == (40, 32)  # the one in flight still finishes
 
 
-def test_a_batch_that_raises_anything_fails_its_requests_not_the_worker(stylizer):
-    engine = Engine(stylizer)
-    real_run = engine._run
+class Unforeseen(BaseException):
+    """Not an Exception: nothing on the way catches it but the worker's last guard."""
+
+
+@pytest.mark.parametrize("error", [MemoryError("out of memory"), Unforeseen("anything")])
+def test_a_batch_that_raises_anything_fails_its_requests_not_the_worker(stylizer, error: BaseException):
+    exploding = Stylizer(stylizer.encoder, stylizer.decoder, execution=stylizer.execution)
+    real = exploding.render_batch
     calls = []
 
-    def explode_once(batch):
+    def explode_once(*args, **kwargs):
         calls.append(1)
         if len(calls) == 1:
-            raise MemoryError("out of memory")  # not an Exception the old worker caught
-        real_run(batch)
+            raise error
+        return real(*args, **kwargs)
 
-    engine._run = explode_once  # type: ignore[method-assign]
+    exploding.render_batch = explode_once  # type: ignore[method-assign]
+    engine = Engine(exploding)
     try:
-        with pytest.raises(RequestError):
+        with pytest.raises(RequestError) as failed:
             engine.submit(engine.prepare(request())).result(30)
+        assert failed.value.status == 500
         assert engine.submit(engine.prepare(request())).result(30).size == (40, 32)
+        assert engine.queue_length == 0
     finally:
         engine.close()
 

@@ -17,15 +17,18 @@ EXIT_INTERRUPTED = 130
 
 
 class AdainError(Exception):
-    """Base of every error adain-cli raises on purpose. The message is one line for the user."""
+    """Base of every error adain-cli raises on purpose. The message is one line for the user;
+    `http_status` is what a server answers for it (web.py maps the family to JSON once, here)."""
 
     exit_code = EXIT_USAGE
+    http_status = 500
 
 
 class UsageError(AdainError):
     """Options or arguments that cannot work: nothing was attempted."""
 
     exit_code = EXIT_USAGE
+    http_status = 400
 
 
 class DeviceError(UsageError):
@@ -57,13 +60,19 @@ class PathError(AdainError):
 class ImageError(PathError):
     """One input image cannot be used; a batch carries on with the others."""
 
+    http_status = 400
+
 
 class NotAnImage(ImageError):
-    """The file is empty or in no format Pillow reads (a server answers 415 for it)."""
+    """The file is empty or in no format Pillow reads."""
+
+    http_status = 415
 
 
 class ImageTooLarge(ImageError):
-    """More pixels than the limit allows: a possible decompression bomb (a server answers 413)."""
+    """More pixels than the limit allows: a possible decompression bomb."""
+
+    http_status = 413
 
 
 class OutputError(PathError):
@@ -91,3 +100,24 @@ class TrainingError(AdainError):
     """Training cannot go on (a non-finite loss); the last good checkpoint is kept."""
 
     exit_code = EXIT_TRAINING
+
+
+class RequestError(AdainError):
+    """A request to `adain serve` that cannot be served, with the HTTP status that says why."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.http_status = self.status = status
+
+
+class Busy(RequestError):
+    """503: the server cannot take this work now, but may in `retry_after` seconds."""
+
+    def __init__(self, why: str, retry_after: int) -> None:
+        super().__init__(503, f"busy: {why}, try again in {retry_after} s")
+        self.retry_after = retry_after
+
+
+class QueueFull(Busy):
+    def __init__(self, retry_after: int) -> None:
+        super().__init__("the queue is full", retry_after)

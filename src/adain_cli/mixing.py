@@ -198,3 +198,14 @@ def masked_target(labels: Tensor, features: Tensor, styles: Sequence[FeatureStat
     fractions = region_fractions(labels, len(styles))
     check_regions(fractions, set(labels.unique().tolist()))
     return regional_adain(features, fractions, styles)
+
+
+def parse_weights(text: str | None) -> tuple[float, ...] | None:
+    """"0.7,0.3" as numbers (None or blank: none given); UsageError if it is not a list of numbers.
+    Whether they can mix is `normalise_weights`'s to say."""
+    if text is None or not text.strip():
+        return None
+    try:
+        return tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise UsageError(f"weights: expected comma-separated numbers such as 0.7,0.3, got {text!r}") from None

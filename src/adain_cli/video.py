@@ -1,7 +1,8 @@
-"""`adain video`: a video (or a folder of frames) stylized frame by frame on the shared pipeline.
+"""`adain video`: a video (or a folder of frames) stylized frame by frame on the one runner.
 
-    decode worker --frames--> batches: encode_contents, steady statistics, style at that
-    time, render_batch --frames--> encode worker (with the sound)
+    source: frames decoded in order --> runner (runner.py): frames resized ahead on workers,
+    batches through encode_contents, steady statistics, the style at that time, render_batch
+    --> sink: frames encoded in order on one thread (with the sound)
 
 Each stage runs while the others work, through bounded queues: memory does not grow with
 the video's length. The style is encoded once (per style frame for a video style). What
@@ -14,9 +15,7 @@ from __future__ import annotations
 
 import itertools
 import math
-import queue
 import re
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -31,7 +30,9 @@ from PIL import Image
 from . import color, images, inputs, jobs, media, mixing
 from .errors import UsageError
 from .model import FeatureStats
+from .runner import Failed, Render, Runner
 from .steady import DEFAULT_SMOOTH, Steady
+from .style_cache import StyleCache
 from .stylizer import EncodedContent, Stylizer
 
 DEFAULT_FPS = Fraction(25)  # for a folder of frames, which has no rate of its own
@@ -46,17 +47,14 @@ class Track(Protocol):
 
 
 class StillTrack:
-    """One painting for the whole clip, encoded once (per frame only under --preserve-color,
-    which recolours the painting towards each frame)."""
+    """One painting for the whole clip, decoded once, its statistics from the style cache
+    (encoded once, or per frame where the colour mode recolours it towards each frame)."""
 
-    def __init__(self, stylizer: Stylizer, image: torch.Tensor, color_mode: color.ColorMode) -> None:
-        self._stylizer, self._image, self._mode = stylizer, image, color_mode
-        self._stats = None if color.recolours_style(color_mode) else stylizer.style_stats(image)
+    def __init__(self, styles: StyleCache, path: Path, image: torch.Tensor, color_mode: color.ColorMode) -> None:
+        self._styles, self._path, self._image, self._mode = styles, path, image, color_mode
 
     def stats(self, index: int, time: float, content: EncodedContent) -> FeatureStats:
-        if self._stats is not None:
-            return self._stats
-        return self._stylizer.style_stats(self._image, content, self._mode)
+        return self._styles.stats(self._path, lambda: self._image, content, self._mode)
 
 
 class VideoTrack:
@@ -308,44 +306,16 @@ class Result:
                 f"an earlier frame's (at {times} s{more}): no player shows them"]
 
 
-_DONE = object()
-
-
-class _Worker(threading.Thread):
-    """A thread feeding or draining a bounded queue; its failure is re-raised where it is joined."""
-
-    def __init__(self, name: str, target: Callable[[], None]) -> None:
-        super().__init__(name=name, daemon=True)
-        self._work = target
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            self._work()
-        except BaseException as exc:  # handed to the main thread
-            self.error = exc
-
-
-def _put(q: queue.Queue, item: object, stop: threading.Event, consumer: threading.Thread | None = None) -> bool:
-    """Put unless the run is stopping or the consumer is gone; False then."""
-    while not stop.is_set() and (consumer is None or consumer.is_alive()):
-        try:
-            q.put(item, timeout=0.1)
-            return True
-        except queue.Full:
-            continue
-    return False
-
-
 def _tracks(stylizer: Stylizer, plan_: Plan, settings: jobs.Settings) -> tuple[Track, list[VideoTrack]]:
     def track(path: Path) -> Track:
         if media.is_video_path(path) and path.suffix.lower() != ".gif":
             video = VideoTrack(stylizer, path, settings)
             videos.append(video)
             return video
-        return StillTrack(stylizer, settings.load_style(path), settings.color_mode)
+        return StillTrack(styles, path, settings.load_style(path), settings.color_mode)
 
     videos: list[VideoTrack] = []
+    styles = StyleCache(stylizer)
     options = plan_.options
     if options.keyframes:
         return KeyframeTrack([(k.time, track(k.style)) for k in options.keyframes]), videos
@@ -382,107 +352,83 @@ def _digits(frames: int | None) -> int:
     return max(6, len(str(2 * frames))) if frames else 6
 
 
+class _Frame:
+    """One frame of the input: a runner item (runner.py), its pixels decoded in the source's order."""
+
+    def __init__(self, frame: media.Frame, styling: _Styling) -> None:
+        self.frame, self._styling = frame, styling
+        self.color_mode = styling.settings.color_mode
+
+    def begin(self) -> bool:
+        return True
+
+    def cached(self) -> None:
+        return None
+
+    def load(self) -> torch.Tensor:
+        """On a worker: the frame at the output's size, (H, W, 3) 8-bit, pinned for a GPU."""
+        return self._styling.prepare(self.frame.pixels)
+
+    def renders(self, content: EncodedContent) -> list[Render | Failed]:
+        return [self._styling.render(self.frame, content)]
+
+    def failed(self, error: BaseException) -> list[Failed]:
+        raise error  # a frame that cannot be made ends the run: a video has no holes
+
+
+@dataclass
+class _Styling:
+    """What turns each frame's content into its render: steady statistics (frames in order:
+    the runner calls `render` in the source's order), the style at that time, alpha."""
+
+    plan: Plan
+    settings: jobs.Settings
+    track: Track
+    pin: bool
+
+    def __post_init__(self) -> None:
+        self._steady = Steady(self.plan.options.smooth)
+        info = self.plan.source.info
+        self._resize = self.plan.size != (info.width, info.height)
+
+    def prepare(self, pixels: np.ndarray) -> torch.Tensor:
+        if self._resize:
+            pixels = np.array(images.prepare(Image.fromarray(pixels), self.settings.content_size, self.settings.crop,
+                                             self.plan.source.path))
+        tensor = torch.from_numpy(pixels)
+        return tensor.pin_memory() if self.pin else tensor
+
+    def render(self, frame: media.Frame, content: EncodedContent) -> Render:
+        content = replace(content, stats=self._steady(content.stats, frame.time))
+        style = self.track.stats(frame.index, frame.time + self.plan.options.segment.start, content)
+        return Render(frame, content, style, self.settings.alpha)
+
+
+class _Encoded:
+    """The sink: each output frame, as 8-bit pixels rounded as stills are, written in order."""
+
+    def __init__(self, sink: media.VideoSink | media.FrameFolderSink) -> None:
+        self._sink = sink
+
+    def finish(self, frame: media.Frame, image: torch.Tensor) -> None:  # type: ignore[override]
+        self._sink.write(frame, images.to_8bit(image[0]).permute(1, 2, 0).numpy())
+
+    def done(self, frame: media.Frame, result: BaseException | None) -> None:  # type: ignore[override]
+        if isinstance(result, BaseException):
+            raise result
+
+
 def _pipeline(stylizer: Stylizer, plan_: Plan, settings: jobs.Settings, track: Track,
               sink: media.VideoSink | media.FrameFolderSink, on_frames: Callable[[int], None] | None,
               ) -> int:
-    execution = stylizer.execution
-    batch_size = max(execution.batch_size, 1)
-    pin = execution.device.type == "cuda"
-    stop = threading.Event()
-    decoded: queue.Queue = queue.Queue(maxsize=2 * batch_size)
-    finished: queue.Queue = queue.Queue(maxsize=2 * batch_size)
-    resize = plan_.size != (plan_.source.info.width, plan_.source.info.height)
-
-    def decode() -> None:
-        for frame in plan_.source.frames():
-            pixels = frame.pixels
-            if resize:
-                pixels = np.array(images.prepare(Image.fromarray(pixels), settings.content_size, settings.crop,
-                                                 plan_.source.path))
-            tensor = torch.from_numpy(pixels)
-            if not _put(decoded, (frame, tensor.pin_memory() if pin else tensor), stop):
-                return
-        _put(decoded, _DONE, stop)
-
-    def encode() -> None:
-        while not stop.is_set():
-            try:
-                item = finished.get(timeout=0.1)
-            except queue.Empty:
-                continue
-            if item is _DONE:
-                return
-            frame, pixels = item
-            sink.write(frame, pixels)
-
-    reader, writer = _Worker("adain-decode", decode), _Worker("adain-encode", encode)
-    reader.start()
-    writer.start()
-    steady = Steady(plan_.options.smooth)
-    count = 0
-    try:
-        for batch in _batches(decoded, batch_size, reader, writer):
-            outputs = _stylize_batch(stylizer, batch, track, steady, settings, plan_.options.segment.start)
-            for (frame, _), pixels in zip(batch, outputs, strict=True):
-                if not _put(finished, (frame, pixels), stop, writer):
-                    break
-            count += len(batch)
-            if on_frames is not None:
-                on_frames(len(batch))
-            if writer.error is not None:
-                break
-        _put(finished, _DONE, stop, writer)
-        writer.join()
-    finally:
-        stop.set()
-        reader.join()
-        writer.join()
-    for worker in (reader, writer):
-        if worker.error is not None:
-            raise worker.error
-    return count
-
-
-def _batches(decoded: queue.Queue, size: int, reader: _Worker, writer: _Worker) -> Iterator[list]:
-    """Up to `size` frames at a time, as soon as the decoder has them."""
-    while True:
-        item = _get(decoded, reader)
-        if item is _DONE:
-            return
-        batch = [item]
-        while len(batch) < size:
-            try:
-                item = decoded.get_nowait()
-            except queue.Empty:
-                break
-            if item is _DONE:
-                yield batch
-                return
-            batch.append(item)
-        yield batch
-        if writer.error is not None:
-            return
-
-
-def _get(decoded: queue.Queue, reader: _Worker) -> object:
-    while True:
-        try:
-            return decoded.get(timeout=0.1)
-        except queue.Empty:
-            if not reader.is_alive() and decoded.empty():
-                return _DONE  # the reader failed: its error is raised when it is joined
-
-
-def _stylize_batch(stylizer: Stylizer, batch: list, track: Track, steady: Steady, settings: jobs.Settings,
-                   start: float) -> list[np.ndarray]:
-    """Frames (same size) through the three stages; the 8-bit frames come back, rounded as stills are."""
+    """Frames decoded in order (the source), prepared ahead on workers, stylized in batches,
+    encoded in order on one thread: every queue bounded, so memory does not grow with the video."""
     device = stylizer.device
-    pixels = torch.stack([tensor for _, tensor in batch]).to(device, non_blocking=True)  # (N, H, W, 3) uint8
-    contents = stylizer.encode_contents(images.from_8bit(pixels.permute(0, 3, 1, 2)))
-    steadied, styles = [], []
-    for (frame, _), content in zip(batch, contents, strict=True):
-        content = replace(content, stats=steady(content.stats, frame.time))
-        steadied.append(content)
-        styles.append(track.stats(frame.index, frame.time + start, content))
-    out = stylizer.render_batch(steadied, styles, settings.alpha, settings.color_mode)
-    return list(images.to_8bit(out).permute(0, 2, 3, 1).cpu().numpy())
+    styling = _Styling(plan_, settings, track, pin=device.type == "cuda")
+
+    def collate(frames: list[torch.Tensor]) -> torch.Tensor:  # (N, H, W, 3) 8-bit to (N, 3, H, W) on the device
+        return images.from_8bit(torch.stack(frames).to(device, non_blocking=True).permute(0, 3, 1, 2))
+
+    size = max(stylizer.execution.batch_size, 1)
+    runner = Runner(stylizer, workers=2, ahead=2 * size, finishers=1, behind=2 * size, collate=collate)
+    return runner.run((_Frame(frame, styling) for frame in plan_.source.frames()), _Encoded(sink), on_frames)

@@ -55,26 +55,21 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import parse_options_header
 
-from . import __version__, color, images
+from . import __version__, color, images, mixing
 from .atomic import atomic_write
-from .errors import ImageError, OutputError, UsageError
+from .errors import AdainError, Busy, ImageError, OutputError, RequestError, UsageError
 from .inputs import walk_images
+from .lru import Recent
+from .runner import Budget, Reservation
 from .serve import (
     DEFAULT_BODY_TIMEOUT,
     DEFAULT_HEADER_TIMEOUT,
     DEFAULT_KEEP_ALIVE,
     DEFAULT_MAX_CONNECTIONS,
     MAX_STYLES,
-    Budget,
-    Busy,
     Engine,
-    Recent,
     Request,
-    RequestError,
-    Reservation,
     Upload,
-    as_request_error,
-    parse_weights,
 )
 
 # The response formats the API offers, by the name a request gives: Pillow's format, as outputs.
@@ -155,7 +150,7 @@ class Library:
             if not path.is_file():  # removed, or its link broken, after the server started
                 raise RequestError(404, f"{name}: the painting is no longer in the styles folder") from None
             if isinstance(exc, ImageError):
-                raise as_request_error(type(exc)(name, exc.reason)) from None
+                raise type(exc)(name, exc.reason) from None
             raise RequestError(404, f"{name}: the painting cannot be read ({exc.strerror or exc})") from None
 
 
@@ -381,7 +376,7 @@ class _Guard:
             await error(503, str(exc), {"Retry-After": str(exc.retry_after)})(scope, receive, send)
             return None
         except RequestError as exc:
-            await error(exc.status, str(exc))(scope, receive, send)
+            await error(exc.http_status, str(exc))(scope, receive, send)
             return None
         except asyncio.TimeoutError:
             await error(408, f"the request body did not arrive within {self.body_timeout:g} s (--body-timeout)",
@@ -449,10 +444,11 @@ def create_app(engine: Engine, library: Library | None = None, options: Options 
     api.router.route_class = _FormRoute
     page = resources.files("adain_cli") / "web"
 
-    @api.exception_handler(RequestError)
-    async def request_error(request: HttpRequest, exc: RequestError) -> JSONResponse:
+    @api.exception_handler(AdainError)
+    async def adain_error(request: HttpRequest, exc: AdainError) -> JSONResponse:
+        # The one mapping of the family to answers: each error class carries its HTTP status.
         retry = {"Retry-After": str(exc.retry_after)} if isinstance(exc, Busy) else None
-        return error(exc.status, str(exc), retry)
+        return error(exc.http_status, str(exc), retry)
 
     @api.exception_handler(RequestValidationError)
     async def bad_field(request: HttpRequest, exc: RequestValidationError) -> JSONResponse:
@@ -532,15 +528,13 @@ def create_app(engine: Engine, library: Library | None = None, options: Options 
     ) -> Response:
         if format.lower() not in FORMATS:
             raise RequestError(400, f"format must be png, jpeg or webp, got {format!r}")
-        if preserve_color and luminance_only:
-            raise RequestError(400, "choose preserve_color or luminance_only, not both")
         count = len(style or []) + len(style_name or [])
         if count > MAX_STYLES:  # before any painting is read
             raise RequestError(400, f"at most {MAX_STYLES} styles, got {count}")
         uploads = [Upload(s.filename or "style", await s.read()) for s in style or []]
         uploads += [await asyncio.to_thread(library.upload, name) for name in style_name or []]
         request = Request(Upload(content.filename or "content", await content.read()), tuple(uploads), alpha,
-                          parse_weights(weights), color.mode_from_flags(preserve_color, luminance_only),
+                          mixing.parse_weights(weights), color.mode_from_flags(preserve_color, luminance_only),
                           content_size, style_size)
         began = time.perf_counter()
         # Prepared and queued in one go: a request cancelled meanwhile still leaves its work in
