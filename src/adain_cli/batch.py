@@ -1,9 +1,10 @@
 """`adain stylize`: every content x style pair, each image decoded and encoded once, outputs atomic.
 
 `plan` turns inputs and an output location into jobs (checked as jobs.py describes);
-`run` carries them out, reporting each outcome through a callback and carrying on past
-inputs that fail, whatever the failure (an unreadable file, or out of memory while
-encoding one of them).
+`run` carries them out on the one runner (runner.py): each content file is an item whose
+outputs are its pairs, the sink saves them as files. Outcomes are reported through a
+callback, and the run carries on past inputs that fail, whatever the failure (an
+unreadable file, or out of memory while encoding one of them).
 """
 
 from __future__ import annotations

@@ -98,8 +98,10 @@ class Sink(Protocol[R]):
 
 
 def stack(images: list[Tensor]) -> Tensor:
-    """Contents of one size as one batch: the default `collate`."""
-    return images[0] if len(images) == 1 else torch.cat(images)
+    """Contents of one size as one batch: the default `collate`. Always a new contiguous tensor,
+    even for one: a decoded picture's strides are its decoder's, and the colour step's sums
+    (--preserve-color) follow the memory order, down to a float's last bit."""
+    return torch.cat(images)
 
 
 class _End:
