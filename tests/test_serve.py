@@ -94,6 +94,25 @@ def test_colour_fields(client: TestClient, stylizer, field: str, value: str, opt
     assert close(picture(post(client, **{field: value})), expected(stylizer, STYLE, **option))
 
 
+@pytest.mark.parametrize(("fields", "flags"), [
+    ({}, []),
+    ({"alpha": "0.6"}, ["--alpha", "0.6"]),
+    ({"preserve_color": "true"}, ["--preserve-color"]),
+    ({"luminance_only": "true"}, ["--luminance-only"]),
+])
+def test_the_apis_pixels_equal_the_clis(client: TestClient, weights_home: Path, tmp_path: Path, fields: dict,
+                                        flags: list[str]):
+    # One runner under both: not close, equal.
+    (tmp_path / "photo.png").write_bytes(CONTENT)
+    (tmp_path / "painting.png").write_bytes(STYLE)
+    done = adain("stylize", tmp_path / "photo.png", tmp_path / "painting.png", "-o", tmp_path / "cli.png",
+                 "--content-size", "0", "--style-size", "0", "--device", "cpu", *flags)
+    assert done.exit_code == 0, done.output
+    served = picture(post(client, **fields)).convert("RGB")
+    with Image.open(tmp_path / "cli.png") as written:
+        assert served.tobytes() == written.convert("RGB").tobytes()
+
+
 def test_sizes_and_formats(client: TestClient):
     assert picture(post(client, content_size="64")).size == (80, 64)
     assert picture(post(client)).size == (40, 32)
