@@ -215,6 +215,14 @@ def test_existing_outputs_are_skipped(weights_home, files, tmp_path):
     assert (tmp_path / "o.png").read_bytes() == b"mine"
 
 
+def test_a_dangling_link_is_no_output_and_is_replaced_by_the_file(weights_home, files, tmp_path):
+    (tmp_path / "o.png").symlink_to(tmp_path / "gone.png")
+    result = run("interpolate", files["content"], files["s1"], files["s2"], "-o", tmp_path / "o.png", *SMALL)
+    assert result.exit_code == 0 and result.stdout.startswith("wrote ")
+    assert not (tmp_path / "o.png").is_symlink() and not (tmp_path / "gone.png").exists()
+    assert Image.open(tmp_path / "o.png").size == Image.open(files["content"]).size
+
+
 # --- bad input: one line, exit 2, nothing written --------------------------------------------
 
 @pytest.mark.parametrize("extra,message", [
