@@ -291,14 +291,6 @@ def test_palette_mask_region_count_must_match_the_styles(weights_home, files, tm
     assert result.exit_code == 2 and "mask has 3 palette indices but 2 styles" in result.stderr
 
 
-def test_mask_is_thresholded_at_half_grey(tmp_path):
-    gradient = Image.linear_gradient("L").resize((64, 64))  # 0 at the top to 255 at the bottom
-    gradient.save(tmp_path / "gradient.png")
-    labels = images.load_mask(tmp_path / "gradient.png", (64, 64), 0, False, 2)
-    assert labels[0].tolist() == [1] * 64 and labels[-1].tolist() == [0] * 64
-    assert 28 <= int((labels[:, 0] == 1).sum()) <= 36
-
-
 def test_mask_combined_with_weights_is_a_usage_error(files, tmp_path):
     from adain_cli.interpolate import plan
 
