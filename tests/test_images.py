@@ -330,6 +330,18 @@ def test_outputs_get_the_usual_file_permissions(tmp_path: Path):
     assert (tmp_path / "out.png").stat().st_mode & 0o777 == 0o666 & ~umask
 
 
+def test_a_stale_temporary_that_may_not_be_removed_is_left_without_an_error(tmp_path: Path, monkeypatch):
+    from adain_cli.atomic import remove_stale_temporaries
+
+    (tmp_path / ".o.png.0123abcd.tmp").write_bytes(b"another user's, in a shared folder")
+    def refused(self: Path, missing_ok: bool = False) -> None:
+        raise PermissionError(1, "Operation not permitted", str(self))
+
+    monkeypatch.setattr(Path, "unlink", refused)
+    assert remove_stale_temporaries(tmp_path, {"o.png"}) == 0
+    assert (tmp_path / ".o.png.0123abcd.tmp").exists()
+
+
 def test_a_completed_write_syncs_its_directory_after_the_rename(tmp_path: Path, monkeypatch):
     import os
     import stat

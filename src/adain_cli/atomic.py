@@ -72,15 +72,20 @@ def remove_stale_temporaries(folder: Path, names: Collection[str]) -> int:
             for entry in entries:
                 match = _TEMPORARY.match(entry.name)
                 if match and match["name"] in names:
-                    _remove(Path(entry.path), entry.is_dir(follow_symlinks=False))
-                    removed += 1
+                    removed += _remove(Path(entry.path), entry.is_dir(follow_symlinks=False))
     except FileNotFoundError:
         pass
     return removed
 
 
-def _remove(path: Path, is_folder: bool) -> None:
-    if is_folder:
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
+def _remove(path: Path, is_folder: bool) -> bool:
+    """Best effort: a temporary we may not delete (another user's, in a shared folder) stays,
+    and the write that finds it goes on under a name of its own."""
+    try:
+        if is_folder:
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+    except OSError:
+        return False
+    return True
