@@ -334,6 +334,7 @@ def test_a_stale_temporary_that_may_not_be_removed_is_left_without_an_error(tmp_
     from adain_cli.atomic import remove_stale_temporaries
 
     (tmp_path / ".o.png.0123abcd.tmp").write_bytes(b"another user's, in a shared folder")
+
     def refused(self: Path, missing_ok: bool = False) -> None:
         raise PermissionError(1, "Operation not permitted", str(self))
 
