@@ -119,6 +119,28 @@ def test_existing_outputs_are_skipped_unless_overwrite(stylizer, images_dir, tmp
     assert Image.open(out / "c0_stylized_s0.png").size == (40, 33)
 
 
+def test_an_output_is_there_when_its_name_leads_to_something_and_a_dangling_link_is_not(tmp_path):
+    (tmp_path / "a.png").write_bytes(b"")
+    (tmp_path / "link.png").symlink_to(tmp_path / "a.png")
+    (tmp_path / "dangling.png").symlink_to(tmp_path / "gone.png")
+    assert jobs.skipped(tmp_path / "a.png", overwrite=False) and jobs.skipped(tmp_path / "link.png", overwrite=False)
+    assert not jobs.skipped(tmp_path / "a.png", overwrite=True)
+    assert not jobs.skipped(tmp_path / "dangling.png", overwrite=False)
+    assert not jobs.skipped(tmp_path / "new.png", overwrite=False)
+
+
+def test_a_folder_of_frames_is_there_when_it_holds_a_frame(tmp_path):
+    frames = "frame_*.png"
+    assert not jobs.exists(tmp_path / "frames", frames)
+    (tmp_path / "frames").mkdir()
+    (tmp_path / "frames" / "notes.txt").write_text("")
+    (tmp_path / "frames" / ".frame_000001.png.0123abcd.tmp").write_bytes(b"")  # a write under way
+    assert not jobs.exists(tmp_path / "frames", frames)
+    (tmp_path / "frames" / "frame_000001.png").write_bytes(b"")
+    assert jobs.skipped(tmp_path / "frames", overwrite=False, frames=frames)
+    assert not jobs.skipped(tmp_path / "frames", overwrite=True, frames=frames)
+
+
 def test_a_broken_content_fails_its_pairs_and_the_rest_are_written(stylizer, images_dir, tmp_path):
     (images_dir / "content" / "c1.png").write_text("not an image")
     results = run(stylizer, images_dir, tmp_path / "out")

@@ -244,6 +244,25 @@ def test_center_crop_takes_the_middle_square():
     assert square.size == (10, 10) and square.getpixel((0, 0)) == (255, 255, 255)
 
 
+# --- masks: region labels read as data ------------------------------------------------------
+
+def test_mask_is_thresholded_at_half_grey(tmp_path):
+    gradient = Image.linear_gradient("L").resize((64, 64))  # 0 at the top to 255 at the bottom
+    gradient.save(tmp_path / "gradient.png")
+    labels = images.load_mask(tmp_path / "gradient.png", (64, 64), 0, False, 2)
+    assert labels[0].tolist() == [1] * 64 and labels[-1].tolist() == [0] * 64
+    assert 28 <= int((labels[:, 0] == 1).sum()) <= 36
+
+
+def test_a_mask_is_resized_and_cropped_as_its_content_is(tmp_path):
+    mask = Image.new("L", (40, 20), 255)
+    mask.paste(0, (20, 0, 40, 20))  # the right half black: region 1
+    mask.save(tmp_path / "halves.png")
+    labels = images.load_mask(tmp_path / "halves.png", (80, 40), 16, True, 2)  # content 80x40 -> 32x16 -> 16x16
+    assert labels.shape == (16, 16) and labels.dtype == torch.int64
+    assert labels[:, :8].unique().tolist() == [0] and labels[:, 8:].unique().tolist() == [1]
+
+
 def test_tensor_conversion_owns_the_pixel_range():
     image = synthetic_image(7, 5)
     tensor = images.to_tensor(image)
@@ -311,6 +330,19 @@ def test_outputs_get_the_usual_file_permissions(tmp_path: Path):
     assert (tmp_path / "out.png").stat().st_mode & 0o777 == 0o666 & ~umask
 
 
+def test_a_stale_temporary_that_may_not_be_removed_is_left_without_an_error(tmp_path: Path, monkeypatch):
+    from adain_cli.atomic import remove_stale_temporaries
+
+    (tmp_path / ".o.png.0123abcd.tmp").write_bytes(b"another user's, in a shared folder")
+
+    def refused(self: Path, missing_ok: bool = False) -> None:
+        raise PermissionError(1, "Operation not permitted", str(self))
+
+    monkeypatch.setattr(Path, "unlink", refused)
+    assert remove_stale_temporaries(tmp_path, {"o.png"}) == 0
+    assert (tmp_path / ".o.png.0123abcd.tmp").exists()
+
+
 def test_a_completed_write_syncs_its_directory_after_the_rename(tmp_path: Path, monkeypatch):
     import os
     import stat
@@ -322,3 +354,4 @@ def test_a_completed_write_syncs_its_directory_after_the_rename(tmp_path: Path, 
     monkeypatch.setattr(os, "replace", lambda *a: events.append("rename") or real_replace(*a))
     images.save_image(synthetic_image(16, 16), tmp_path / "out.png")
     assert events == ["fsync file", "rename", "fsync directory"]
+

@@ -197,15 +197,27 @@ def test_bad_speed_options_exit_2_and_write_nothing(weights_home, tmp_path):
 
 
 @pytest.mark.skipif(not cpu_has_fast_bf16(), reason="this CPU has no fast bf16")
-def test_the_speed_options_run_from_the_command_line(weights_home, tmp_path):
+def test_the_speed_options_from_the_command_line_reach_the_networks(weights_home, tmp_path, monkeypatch):
     for seed in range(2):
         synthetic_image(48, 40, seed=seed).save(tmp_path / f"c{seed}.png")
     synthetic_image(40, 40, seed=9).save(tmp_path / "s.png")
+    decoded = []  # per decoder call: what ran it, and the batch it was given
+    real = Stylizer.render_batch
+
+    def recording(self, contents, styles, *args, **kwargs):
+        execution = self.execution
+        decoded.append((execution.dtype, execution.batch_size, execution.budget(), len(contents),
+                        contents[0].features.dtype))
+        return real(self, contents, styles, *args, **kwargs)
+
+    monkeypatch.setattr(Stylizer, "render_batch", recording)
     result = CliRunner().invoke(app, ["stylize", str(tmp_path / "c*.png"), str(tmp_path / "s.png"), "-o",
                                       str(tmp_path / "out"), "--precision", "bf16", "--batch-size", "2",
                                       "--max-memory", "2G", "--content-size", "0", "--device", "cpu"])
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["c0_stylized_s.png", "c1_stylized_s.png"]
+    # Both pairs in one decoder call, in bf16 (the features too), within a 2 GB budget.
+    assert decoded == [(torch.bfloat16, 2, 2_000_000_000, 2, torch.bfloat16)]
 
 
 def test_compiled_networks_give_the_eager_result(weights, stylizer):

@@ -39,7 +39,7 @@ from conftest import synthetic_image
 from PIL import Image
 from test_cli import adain, one_error_line
 
-from adain_cli import media, steady, video
+from adain_cli import atomic, media, steady, video
 from adain_cli.errors import UsageError
 from adain_cli.model import FeatureStats
 
@@ -507,7 +507,7 @@ def test_interrupting_leaves_no_partial_output_and_the_old_one_intact(weights_ho
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                env={**os.environ, "ADAIN_HOME": str(weights_home)})
     deadline = time.monotonic() + 60
-    while not list(tmp_path.glob(".o.*.partial.mp4")) and time.monotonic() < deadline:
+    while not list(tmp_path.glob(".o.mp4.*.tmp")) and time.monotonic() < deadline:
         time.sleep(0.1)
     time.sleep(0.5)
     process.send_signal(signal.SIGINT)
@@ -516,6 +516,73 @@ def test_interrupting_leaves_no_partial_output_and_the_old_one_intact(weights_ho
     assert "interrupted" in stderr and "Traceback" not in stderr
     assert out.read_bytes() == b"old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["adain-home", "long.mkv", "o.mp4", "s.png"]
+
+
+def temporaries(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.glob(".*.tmp"))
+
+
+def open_sink(source: Path, target: Path) -> tuple[media.VideoSource, media.VideoSink]:
+    """A video write in progress: the source's frames go to `target` as they are read."""
+    clip = media.VideoSource(source)
+    info = clip.info
+    encoding = media.Encoding().resolve(target, info.width, info.height, info.rate, info.audio, source)
+    return clip, media.VideoSink(target, info, encoding, info.width, info.height)
+
+
+# Writes a video until its temporary file is on disk, then dies as after a power cut: no clean-up runs.
+KILLED_WRITER = """
+import os, signal, sys
+from pathlib import Path
+from test_video import open_sink, temporaries
+clip, sink = open_sink(Path(sys.argv[1]), Path(sys.argv[2]))
+for frame in clip.frames():
+    sink.write(frame, frame.pixels)
+    if temporaries(Path(sys.argv[2]).parent):
+        os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_killed_runs_temporary_is_removed_by_the_next_run_and_a_live_runs_is_not(
+    clips: Path, run_video, tmp_path: Path
+):
+    out = tmp_path / "out"
+    out.mkdir()
+    long_clip = make_clip(tmp_path / "long.mkv", moving_frames(120, 32, 32), rate=Fraction(25))
+    path = os.pathsep.join([str(Path(media.__file__).parents[1]), str(Path(__file__).parent)])  # this adain_cli
+    killed = subprocess.run([sys.executable, "-c", KILLED_WRITER, str(long_clip), str(out / "o.mp4")],
+                            env={**os.environ, "PYTHONPATH": path}, capture_output=True, text=True, timeout=120)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    [stale] = temporaries(out)
+    clip, live = open_sink(clips / "clip.mp4", out / "p.mp4")  # another output's write, under way
+    frames = list(clip.frames())
+    live.write(frames[0], frames[0].pixels)
+    try:
+        result = run_video(clips / "vfr.mkv", clips / "a.png", "-o", out / "o.mp4", "--json", "--content-size", "0")
+        assert result.exit_code == 0 and json.loads(result.stdout)["status"] == "written"  # the stale file is no output
+        assert stale not in temporaries(out) and len(temporaries(out)) == 1  # the live write's alone
+        for frame in frames[1:]:
+            live.write(frame, frame.pixels)
+        live.commit()
+    finally:
+        clip.close()
+    assert temporaries(out) == [] and sorted(p.name for p in out.iterdir()) == ["o.mp4", "p.mp4"]
+    assert len(read_frames(out / "o.mp4")) == 5 and len(read_frames(out / "p.mp4")) == 8
+
+
+def test_a_killed_runs_frames_folder_is_removed_by_the_next_run_and_not_taken_for_the_output(
+    clips: Path, run_video, tmp_path: Path
+):
+    stale = atomic.temporary_for(tmp_path / "frames")  # where a killed run was writing its frames
+    stale.mkdir()
+    Image.fromarray(moving_frames(1, 32, 32)[0]).save(stale / "frame_000001.png")
+    elsewhere = atomic.temporary_for(tmp_path / "other.mp4")  # another run's, in progress
+    elsewhere.write_bytes(b"")
+    result = run_video(clips / "vfr.mkv", clips / "a.png", "-o", f"{tmp_path / 'frames'}/", "--json",
+                       "--content-size", "0")
+    assert result.exit_code == 0 and json.loads(result.stdout)["status"] == "written"
+    assert not stale.exists() and elsewhere.exists()
+    assert len(list((tmp_path / "frames").glob(media.FRAME_FILES))) == 5
 
 
 # --- the cases people bring (issue 19) ---------------------------------------------------------

@@ -79,6 +79,10 @@ class OutputError(PathError):
     """One output cannot be written; nothing partial is left behind."""
 
 
+class VideoError(PathError):
+    """A video that cannot be read, or written, to the end; nothing partial is left."""
+
+
 class DownloadError(AdainError):
     """A download failed for good (after retries where retrying made sense)."""
 

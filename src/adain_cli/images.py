@@ -24,7 +24,7 @@ from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 from torch import Tensor
 
 from .atomic import atomic_write
-from .errors import ImageError, ImageTooLarge, NotAnImage, OutputError
+from .errors import ImageError, ImageTooLarge, NotAnImage, OutputError, UsageError
 
 # Output format by file extension.
 FORMATS = {
@@ -293,6 +293,47 @@ def load_tensor(
 ) -> Tensor:
     """A file decoded, resized as the network needs it, as a (1, 3, H, W) tensor."""
     return to_tensor(prepare(load_image(path, max_pixels), size, crop, path))
+
+
+# --- masks: region labels, read as data ----------------------------------------------------
+
+def load_mask(path: Path, content_size: tuple[int, int], size: int, crop: bool, regions: int,
+              max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Tensor:
+    """The region index (0 .. regions-1) of each pixel of the prepared content, (H, W) int64.
+
+    `content_size` is the content's original (width, height); the mask must have its
+    aspect ratio and is then resized and cropped exactly as the content is. A palette
+    (indexed) PNG gives one region per palette index used, in increasing index order;
+    any other image gives two regions, thresholded at 50% grey: white is region 0.
+    A mask is data, not a picture: no colour management, no scaling of its levels.
+    """
+    try:
+        mask = decode_upright(path, max_pixels)
+    except ImageError as exc:
+        raise UsageError(f"unreadable mask: {exc}") from None
+    (mw, mh), (cw, ch) = mask.size, content_size
+    if abs(mw * ch - mh * cw) > 0.01 * mh * cw:
+        raise UsageError(f"{path}: mask is {mw}x{mh} but the content is {cw}x{ch}: the aspect ratios differ "
+                         "(masks are not stretched)")
+    labels, used = _mask_labels(mask)
+    if used != regions:
+        kind = "palette indices" if mask.mode == "P" else "regions (white and black)"
+        raise UsageError(f"{path}: mask has {used} {kind} but {regions} styles were given")
+    labels = resize_shorter_side(labels.resize(content_size, Image.Resampling.NEAREST), size,
+                                 Image.Resampling.NEAREST)
+    if crop:
+        labels = center_crop_square(labels)
+    width, height = labels.size
+    return torch.frombuffer(bytearray(labels.tobytes()), dtype=torch.uint8).view(height, width).long()
+
+
+def _mask_labels(mask: Image.Image) -> tuple[Image.Image, int]:
+    """Each pixel's region as an "L" image, and how many regions the mask has."""
+    if mask.mode == "P":
+        used = sorted(index for _, index in mask.getcolors(256) or [])
+        lookup = {index: region for region, index in enumerate(used)}
+        return mask.point([lookup.get(i, 0) for i in range(256)], mode="L"), len(used)
+    return mask.convert("L").point(lambda v: 0 if v >= 128 else 1), 2
 
 
 def to_tensor(image: Image.Image) -> Tensor:

@@ -116,10 +116,10 @@ def run(stylizer: Stylizer, job: Plan, settings: jobs.Settings,
     record = jobs.Recorder(on_outcome)
     pending = []
     for output in job.output_jobs():
-        if settings.overwrite or not output.output.exists():
-            pending.append(output)
-        else:
+        if jobs.skipped(output.output, settings.overwrite):
             record(output, "skipped")
+        else:
+            pending.append(output)
     if not pending:
         return record.outcomes
     jobs.make_parent_dirs(o.output for o in pending)
@@ -159,7 +159,7 @@ def _render(stylizer: Stylizer, job: Plan, settings: jobs.Settings,
         content = stylizer.encode_content(s.prepare_content(original, job.content))
         stats = [stylizer.style_stats(s.load_style(path), content, s.color_mode) for path in job.styles]
         if job.mask is not None:
-            labels = mixing.load_mask(job.mask, original.size, s.content_size, s.crop, len(stats), s.max_pixels)
+            labels = images.load_mask(job.mask, original.size, s.content_size, s.crop, len(stats), s.max_pixels)
             regional = mixing.masked_target(labels.to(stylizer.device), content.features, stats)
             return {f: stylizer.decode(content, regional, f.alpha, s.color_mode) for f in frames}
         return {f: stylizer.render(content, mixing.mix_stats(stats, f.weights), f.alpha, s.color_mode)

@@ -130,6 +130,24 @@ def summary(outcomes: Sequence[Outcome]) -> str:
     return line
 
 
+# --- the one rule for "skip an existing output" ---------------------------------------------
+
+def exists(output: Path, frames: str | None = None) -> bool:
+    """Whether an output is there from an earlier run. A file output is there when its name
+    leads to something (a file, or a link to one); a dangling link is not, and is replaced by
+    the new file, its target not created. A folder of frames (`frames`: the pattern its files
+    match) is there when it holds one or more: an empty folder, or one of other files, is
+    filled. Temporaries of a run in progress or killed are never outputs (see `atomic`)."""
+    if frames is not None:
+        return output.is_dir() and any(output.glob(frames))
+    return output.exists()
+
+
+def skipped(output: Path, overwrite: bool, frames: str | None = None) -> bool:
+    """Whether a command leaves `output` as it is: it `exists` and --overwrite was not given."""
+    return not overwrite and exists(output, frames)
+
+
 # --- checks made while planning, before any work ---------------------------------------------
 
 def check_extension(ext: str) -> str:

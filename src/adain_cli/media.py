@@ -16,7 +16,6 @@ import itertools
 import math
 import os
 import re
-import secrets
 import shutil
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -29,8 +28,8 @@ import av.filter
 import numpy as np
 
 from . import images
-from .atomic import sync_directory
-from .errors import OutputError, PathError, UsageError
+from .atomic import remove_stale_temporaries, sync_directory, temporary_for
+from .errors import OutputError, UsageError, VideoError
 
 # Files whose extension says "video" even where a still of the same name could exist.
 VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".gif", ".mpg", ".mpeg", ".ts",
@@ -70,10 +69,6 @@ HDR_TRANSFERS = {16: "PQ (SMPTE ST 2084)", 18: "HLG (ARIB STD-B67)"}
 # with the perceptual intent (it reads the mastering-display and light-level metadata), and
 # encode BT.709 primaries, transfer and matrix, in full-range RGB.
 TONE_MAP = "out_transfer=bt709:out_primaries=bt709:out_color_matrix=bt709:out_range=pc:intent=perceptual"
-
-
-class VideoError(PathError):
-    """A video that cannot be read, or written, to the end; nothing partial is left."""
 
 
 @dataclass(frozen=True)
@@ -593,7 +588,7 @@ def _container_codecs(target: Path) -> tuple[str, frozenset[str]]:
 def check_writable(target: Path) -> None:
     """Prove that files can be made beside `target` by making one (an access() check misses
     read-only mounts, ACLs and full disks); OutputError if not, and nothing is left behind."""
-    probe = target.parent / f".{target.name}.{secrets.token_hex(4)}.probe"
+    probe = temporary_for(target)
     try:
         descriptor = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except OSError as exc:
@@ -641,9 +636,11 @@ def _sound_for(tracks: Sequence[AudioTrack], container: str, accepted: frozenset
     return tuple(sounds), tuple(notices)
 
 
-def temporary_beside(target: Path) -> Path:
-    """A hidden name next to `target` with its extension (FFmpeg picks the container by it)."""
-    return target.parent / f".{target.stem}.{secrets.token_hex(4)}.partial{target.suffix}"
+def _temporary(target: Path) -> Path:
+    """A name for the output in progress, in the one scheme of `atomic.temporary_for`; first the
+    temporaries that killed runs left for this target are removed (see `remove_stale_temporaries`)."""
+    remove_stale_temporaries(target.parent, {target.name})
+    return temporary_for(target)
 
 
 class VideoSink:
@@ -651,10 +648,11 @@ class VideoSink:
 
     def __init__(self, target: Path, info: SourceInfo, encoding: Encoding, width: int, height: int) -> None:
         self.target = target
-        self._tmp = temporary_beside(target)
+        self._tmp = _temporary(target)
         self._info = info
+        container, _ = _container_codecs(target)  # by the target's extension: the temporary's is ".tmp"
         try:
-            self._container = av.open(str(self._tmp), "w")
+            self._container = av.open(str(self._tmp), "w", format=container)
         except (av.error.FFmpegError, OSError) as exc:
             raise OutputError(target, f"cannot write ({_reason(exc)})") from exc
         try:
@@ -826,13 +824,16 @@ class _Lane:
             self._output.mux(self._out.encode(None))
 
 
+FRAME_FILES = "frame_*.png"  # what a folder of frames holds, as `FrameFolderSink.name` names them
+
+
 class FrameFolderSink:
     """Numbered PNG frames in a temporary folder beside the target, moved into it when complete."""
 
     def __init__(self, target: Path, digits: int = 6) -> None:
         self.target = target
         self._digits = digits
-        self._tmp = target.parent / f".{target.name}.{secrets.token_hex(4)}.partial"
+        self._tmp = _temporary(target)
         try:
             self._tmp.mkdir(parents=True)
         except OSError as exc:
@@ -851,7 +852,7 @@ class FrameFolderSink:
             if not self.target.exists():
                 os.replace(self._tmp, self.target)
             else:
-                for old in self.target.glob("frame_*.png"):
+                for old in self.target.glob(FRAME_FILES):
                     old.unlink()
                 for new in sorted(self._tmp.iterdir()):
                     os.replace(new, self.target / new.name)
@@ -868,4 +869,4 @@ class FrameFolderSink:
 
 def has_frames(folder: Path) -> bool:
     """Whether a frames folder holds frames from an earlier run."""
-    return folder.is_dir() and any(folder.glob("frame_*.png"))
+    return folder.is_dir() and any(folder.glob(FRAME_FILES))

@@ -12,15 +12,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch import Tensor
 
-from . import images
-from .errors import ImageError, UsageError
+from .errors import UsageError
 from .model import STRIDE, FeatureStats, adain, feature_stats
 from .tiling import pad_to_stride
 
@@ -98,42 +95,6 @@ def alpha_sweep(count: int, weights: tuple[float, ...]) -> list[Frame]:
 
 # --- spatial control ----------------------------------------------------------------------
 
-def load_mask(path: Path, content_size: tuple[int, int], size: int, crop: bool, regions: int,
-              max_pixels: int | None = images.DEFAULT_MAX_PIXELS) -> Tensor:
-    """The region index (0 .. regions-1) of each pixel of the prepared content, (H, W).
-
-    `content_size` is the content's original (width, height); the mask must have its
-    aspect ratio and is then resized and cropped exactly as the content is. A palette
-    (indexed) PNG gives one region per palette index used, in increasing index order;
-    any other image gives two regions, thresholded at 50% grey: white is region 0.
-    A mask is data, not a picture: no colour management, no scaling of its levels.
-    """
-    try:
-        mask = images.decode_upright(path, max_pixels)
-    except ImageError as exc:
-        raise UsageError(f"unreadable mask: {exc}") from None
-    (mw, mh), (cw, ch) = mask.size, content_size
-    if abs(mw * ch - mh * cw) > 0.01 * mh * cw:
-        raise UsageError(f"{path}: mask is {mw}x{mh} but the content is {cw}x{ch}: the aspect ratios differ "
-                         "(masks are not stretched)")
-    if mask.mode == "P":
-        used = sorted(index for _, index in mask.getcolors(256) or [])
-        lookup = {index: region for region, index in enumerate(used)}
-        labels = mask.point([lookup.get(i, 0) for i in range(256)], mode="L")
-    else:
-        used = [255, 0]
-        labels = mask.convert("L").point(lambda v: 0 if v >= 128 else 1)
-    if len(used) != regions:
-        kind = "palette indices" if mask.mode == "P" else "regions (white and black)"
-        raise UsageError(f"{path}: mask has {len(used)} {kind} but {regions} styles were given")
-    labels = labels.resize(content_size, Image.Resampling.NEAREST)
-    labels = images.resize_shorter_side(labels, size, Image.Resampling.NEAREST)
-    if crop:
-        labels = images.center_crop_square(labels)
-    width, height = labels.size
-    return torch.frombuffer(bytearray(labels.tobytes()), dtype=torch.uint8).view(height, width).long()
-
-
 def region_fractions(labels: Tensor, regions: int) -> Tensor:
     """Per-region coverage of each feature cell, (regions, h/8, w/8), summing to 1 per cell.
 
@@ -193,7 +154,7 @@ def regional_adain(features: Tensor, fractions: Tensor, styles: Sequence[Feature
 
 
 def masked_target(labels: Tensor, features: Tensor, styles: Sequence[FeatureStats]) -> Tensor:
-    """The AdaIN target under a mask: `labels` (H, W) from `load_mask`, `features` the content's
+    """The AdaIN target under a mask: `labels` (H, W) from `images.load_mask`, `features` the content's
     (1, 512, h, w) relu4_1 features from its stride-padded image."""
     fractions = region_fractions(labels, len(styles))
     check_regions(fractions, set(labels.unique().tolist()))
