@@ -146,7 +146,7 @@ def run(stylizer: Stylizer, planned: list[Job], settings: jobs.Settings,
     for content_path, group in _group_by_content(planned).items():
         pending = []
         for job in group:
-            if job.output.exists() and not settings.overwrite:
+            if jobs.skipped(job.output, settings.overwrite):
                 record(job, "skipped")
             else:
                 pending.append(job)

@@ -866,7 +866,3 @@ class FrameFolderSink:
     def abort(self) -> None:
         shutil.rmtree(self._tmp, ignore_errors=True)
 
-
-def has_frames(folder: Path) -> bool:
-    """Whether a frames folder holds frames from an earlier run."""
-    return folder.is_dir() and any(folder.glob(FRAME_FILES))

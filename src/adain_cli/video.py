@@ -237,7 +237,7 @@ def plan(source_spec: str, styles: Sequence[str], output: str, settings: jobs.Se
         inputs_used = [source.path, *style_paths]
         jobs.refuse_collisions([(target, "the video")], inputs_used)
         size = _output_size(source.info.width, source.info.height, settings, source.path)
-        skip = (media.has_frames(target) if frames_out else target.exists()) and not settings.overwrite
+        skip = jobs.skipped(target, settings.overwrite, media.FRAME_FILES if frames_out else None)
         if frames_out and options.encoding.audio_tracks is not None:
             raise UsageError("--audio-track picks tracks for a video file; PNG frames carry no sound")
         jobs.make_parent_dirs([target])  # a frames folder itself appears only when complete
