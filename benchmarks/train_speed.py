@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from common import SHARED, he_initialised
 
-from adain_cli import data, images, training
+from adain_cli import data, images, launch, training
 from adain_cli.device import pick_device
 from adain_cli.weights import resolve_paths
 
@@ -49,7 +49,7 @@ def iterations_per_second(config: training.TrainConfig, warmup: int) -> float:
 
 def loader_batches_per_second(config: training.TrainConfig, batches: int) -> float:
     paths = data.find_images(Path(config.content_dir))
-    stream = training._batches(paths, config, 0, training.Ranks(), pin=False)
+    stream = training._batches(paths, config, 0, launch.Launch(), pin=False)
     next(stream)  # start-up
     started = time.perf_counter()
     for _ in range(batches):

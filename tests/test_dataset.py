@@ -19,8 +19,9 @@ import torch
 from conftest import synthetic_image
 from PIL import Image
 from test_cli import adain, bad_input_cases, one_error_line
+from test_inputs import VISIBLE_IMAGES, hidden_and_tif_tree
 
-from adain_cli import UsageError, batch, dataset, device, jobs
+from adain_cli import UsageError, batch, dataset, jobs
 from adain_cli.atomic import remove_stale_temporaries
 from adain_cli.inputs import walk_images
 from adain_cli.model import FeatureStats
@@ -197,10 +198,25 @@ def test_bad_shards_are_usage_errors(make, message: str):
         make()
 
 
-def test_the_gpu_of_a_process_follows_its_local_rank_and_a_cpu_stays():
-    assert device.for_local_process("cpu", 3) == "cpu"
-    if not device.cuda_available():
-        assert device.for_local_process("auto", 3) == "auto"
+def test_the_gpu_of_a_process_follows_its_local_rank_and_a_cpu_stays(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    local_3_of_4 = dataset.Shard.from_environment({"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "3"})
+    assert local_3_of_4.device_name("auto") == "cuda:1"
+    assert local_3_of_4.device_name("cpu") == "cpu"
+    srun_task = dataset.Shard.from_environment({"SLURM_PROCID": "2", "SLURM_STEP_NUM_TASKS": "4",
+                                                 "SLURM_LOCALID": "2"})
+    assert srun_task.device_name("cuda") == "cuda:0"
+    assert dataset.Shard.parse("3/4").device_name("auto") == "auto"  # --shard: one process, its own choice
+    assert dataset.Shard().device_name("auto") == "auto"
+
+
+def test_the_walk_finds_tif_and_skips_hidden_folders_for_the_dataset(weights_home: Path, tmp_path: Path):
+    content = hidden_and_tif_tree(tmp_path / "content")
+    (tmp_path / "styles").mkdir()
+    synthetic_image(16, 16).save(tmp_path / "styles" / "s.png")
+    made = dataset.plan(content, tmp_path / "styles", tmp_path / "out", dataset.Options())
+    assert [job.content.relative_to(content).as_posix() for job in made.jobs] == VISIBLE_IMAGES
 
 
 def test_one_process_and_two_shards_make_the_same_outputs(run, tmp_path: Path):
@@ -370,7 +386,8 @@ def test_the_default_bank_is_in_the_user_cache_directory(weights_home: Path, tre
                                                          private_cache: Path):
     result = adain("dataset", tree / "content", tree / "styles", "-o", tmp_path / "out", *SMALL)
     assert result.exit_code == 0, result.output
-    assert len(list((private_cache / "adain-cli" / "style-bank").rglob("*.pt"))) >= 1
+    used = {row["style"] for row in rows(tmp_path / "out" / "manifest.csv")}
+    assert len(list((private_cache / "adain-cli" / "style-bank").rglob("*.pt"))) == len(used) >= 2  # one per style
 
 
 # --- bad data and usage errors ----------------------------------------------------------------------
@@ -414,7 +431,7 @@ def test_unicode_and_spaces_in_paths_work(run, tmp_path: Path):
     ("out inside content", "OUT is inside CONTENT_DIR"),
     ("out inside styles", "OUT is inside STYLE_DIR"),
     ("out is a file", "this is a file"),
-    ("colliding outputs", "written for both"),
+    ("colliding outputs", "written by both"),
 ])
 def test_trees_that_cannot_work_are_usage_errors_before_any_work(run, tree: Path, tmp_path: Path, layout: str,
                                                                  message: str):

@@ -1,4 +1,5 @@
-"""A GPU that is there but unusable is said, with the reason and the fix, not quietly replaced by the CPU."""
+"""Devices: a GPU that is there but unusable is said, with the reason and the fix, not quietly replaced by
+the CPU; each launcher's process finds its rank and its GPU; one precision and layout rule for all."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ import torch
 from conftest import synthetic_image
 from typer.testing import CliRunner
 
-from adain_cli import device
+from adain_cli import UsageError, device, execution, launch
 from adain_cli.cli import app
+from adain_cli.execution import Execution
 
 DRIVER_TOO_OLD = ("CUDA initialization: The NVIDIA driver on your system is too old (found version 11040). "
                   "Please update your GPU driver by downloading and installing a new version from the URL: "
@@ -76,3 +78,92 @@ def test_asking_for_the_cpu_is_not_warned_about(nvidia_gpu, weights_home, tmp_pa
 
 def test_no_gpu_means_nothing_to_say(no_nvidia_gpu):
     assert device.unusable_gpu() is None
+
+
+# --- launchers: which process this is, and which GPU it takes ------------------------------------
+
+@pytest.fixture
+def two_gpus(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A machine on which torch sees two CUDA devices."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+
+
+TORCHRUN = {"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "3"}
+SRUN = {"SLURM_PROCID": "5", "SLURM_STEP_NUM_TASKS": "6", "SLURM_LOCALID": "1"}
+ARRAY = {"SLURM_ARRAY_TASK_ID": "3", "SLURM_ARRAY_TASK_COUNT": "4", "SLURM_ARRAY_TASK_MIN": "1"}
+
+
+@pytest.mark.parametrize(("env", "expected"), [
+    ({}, launch.Launch(0, 1, 0, "")),
+    (TORCHRUN, launch.Launch(3, 4, 3, "torchrun")),
+    (SRUN, launch.Launch(5, 6, 1, "srun")),
+    ({"SLURM_PROCID": "0", "SLURM_NTASKS": "4"}, launch.Launch()),  # a batch script itself, outside srun
+    (ARRAY, launch.Launch(2, 4, 0, "Slurm array")),
+    ({**ARRAY, "SLURM_PROCID": "1", "SLURM_STEP_NUM_TASKS": "2", "SLURM_LOCALID": "1"},
+     launch.Launch(5, 8, 1, "Slurm array")),  # srun steps inside an array element
+])
+def test_every_launcher_says_rank_world_and_local_rank(env: dict[str, str], expected: launch.Launch):
+    assert launch.from_environment(env) == expected
+
+
+@pytest.mark.parametrize("env", [{}, SRUN, ARRAY, {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0"}])
+def test_only_torchrun_with_several_ranks_makes_a_process_group(env: dict[str, str]):
+    assert launch.process_group(env) == launch.Launch()
+
+
+def test_torchrun_ranks_make_a_process_group_and_only_rank_0_is_main():
+    assert launch.process_group(TORCHRUN) == launch.Launch(3, 4, 3, "torchrun")
+    assert not launch.process_group(TORCHRUN).main
+    assert launch.process_group({**TORCHRUN, "RANK": "0", "LOCAL_RANK": "0"}).main
+
+
+def test_launcher_variables_that_are_not_numbers_are_usage_errors():
+    for read in (launch.from_environment, launch.process_group):
+        with pytest.raises(UsageError, match="not numbers"):
+            read({"RANK": "x", "WORLD_SIZE": "2"})
+
+
+def test_a_local_rank_takes_its_gpu_modulo_the_gpus_it_sees(two_gpus):
+    assert launch.Launch(3, 4, 3, "torchrun").device_name("auto") == "cuda:1"
+    assert launch.Launch(2, 4, 2, "srun").device_name("cuda") == "cuda:0"
+    assert launch.Launch(3, 4, 3, "torchrun").device_name("cpu") == "cpu"
+    assert launch.Launch(3, 4, 3, "torchrun").device_name("cuda:0") == "cuda:0"  # asked for: kept
+    assert launch.Launch().device_name("auto") == "auto"  # started alone: whatever `auto` finds
+
+
+def test_without_cuda_a_local_rank_keeps_its_device_name(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert launch.Launch(3, 4, 3, "torchrun").device_name("auto") == "auto"
+
+
+# --- precision: one rule for inference and training ------------------------------------------------
+
+@pytest.mark.parametrize("training", [False, True])
+def test_fp16_on_a_cpu_is_refused_for_inference_and_training_alike(training: bool):
+    with pytest.raises(UsageError, match="fp16 is for GPUs"):
+        device.compute_dtype("fp16", torch.device("cpu"), training=training)
+
+
+def test_bf16_on_a_cpu_without_native_bf16_is_refused_for_inference_only(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(device, "cpu_has_fast_bf16", lambda: False)
+    with pytest.raises(UsageError, match="no fast bf16"):
+        device.compute_dtype("bf16", torch.device("cpu"))
+    assert device.compute_dtype("bf16", torch.device("cpu"), training=True) == torch.bfloat16
+
+
+def test_the_execution_layer_refuses_fp16_on_a_cpu():
+    with pytest.raises(UsageError, match="fp16 is for GPUs"):
+        Execution.resolve("cpu", "fp16")
+
+
+@pytest.mark.parametrize(("kind", "inference", "training"), [
+    ("cpu", torch.channels_last, torch.contiguous_format),
+    ("cuda", torch.channels_last, torch.channels_last),
+    ("mps", torch.contiguous_format, torch.contiguous_format),
+])
+def test_one_memory_layout_rule_for_inference_and_training(kind: str, inference, training):
+    assert execution.memory_layout(torch.device(kind)) == inference
+    assert execution.memory_layout(torch.device(kind), training=True) == training
+    assert Execution(torch.device(kind), torch.float32).layout == inference
+    assert Execution.for_training(torch.device(kind)).layout == training

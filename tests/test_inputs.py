@@ -1,4 +1,5 @@
-"""CONTENT and STYLE arguments: a file, a directory or a glob, always sorted image paths."""
+"""CONTENT and STYLE arguments: a file, a directory or a glob, always sorted image paths; and whole
+image trees walked with one rule for suffixes and hidden names."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pytest
 from conftest import synthetic_image
 
 from adain_cli import UsageError
-from adain_cli.inputs import expand
+from adain_cli.inputs import expand, walk_images
 
 
 @pytest.fixture
@@ -40,3 +41,20 @@ def test_nothing_found_is_a_usage_error(tmp_path: Path):
         expand(str(tmp_path / "*.png"))
     with pytest.raises(UsageError, match="directory has no images"):
         expand(tmp_path)
+
+
+# --- walking whole trees (adain dataset, adain train) -------------------------------------------
+
+VISIBLE_IMAGES = ["a.tif", "k/b.TIFF", "k/c.jpg"]
+
+
+def hidden_and_tif_tree(root: Path) -> Path:
+    """TIFF images among others, with hidden files and a hidden folder of images: VISIBLE_IMAGES are found."""
+    for name in ("a.tif", "k/b.TIFF", "k/c.jpg", "k/.d.jpg", ".cache/e.jpg", ".cache/k/f.png", "k/notes.txt"):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        synthetic_image(40, 40).save(root / name, format="TIFF" if name.lower().endswith((".tif", ".tiff")) else "PNG")
+    return root
+
+
+def test_a_tree_walk_finds_every_image_suffix_and_skips_hidden_files_and_folders(tmp_path: Path):
+    assert walk_images(hidden_and_tif_tree(tmp_path)) == VISIBLE_IMAGES

@@ -16,11 +16,13 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import synthetic_image
+from PIL import Image
+from test_inputs import VISIBLE_IMAGES, hidden_and_tif_tree
 from typer.testing import CliRunner
 
-from adain_cli import Stylizer, UsageError, WeightsError, data, errors, training
+from adain_cli import Stylizer, UsageError, WeightsError, data, errors, images, training
 from adain_cli.cli import app
-from adain_cli.model import Decoder
+from adain_cli.model import Decoder, adain, feature_stats
 from adain_cli.weights import load_encoder
 
 
@@ -87,9 +89,43 @@ def test_a_run_writes_checkpoint_decoder_metrics_and_previews(folders, weights, 
 def test_the_saved_decoder_loads_into_the_stylize_path(folders, weights, tmp_path):
     out = tmp_path / "run"
     training.train(config(folders, weights, out, iterations=2))
-    stylizer = Stylizer.from_files(weights[0], out / "decoder.pth", device="cpu")
-    result = stylizer.stylize(synthetic_image(40, 24), synthetic_image(32, 32))
-    assert result.size == (40, 24)
+    content, style = synthetic_image(40, 24), synthetic_image(32, 32)
+    result = Stylizer.from_files(weights[0], out / "decoder.pth", device="cpu").stylize(content, style)
+    trained, untrained = Decoder(), Decoder()
+    trained.load_state_dict(torch.load(out / "checkpoint.pt", weights_only=True)["decoder"])
+    expected = Stylizer(load_encoder(weights[0]), trained, device="cpu").stylize(content, style)
+    assert result.size == (40, 24) and result.tobytes() == expected.tobytes()  # the decoder training ended with
+    assert result.tobytes() != Stylizer(load_encoder(weights[0]), untrained, device="cpu").stylize(
+        content, style).tobytes()
+
+
+def test_previews_have_the_pixels_of_encode_adain_decode_on_the_training_networks(folders, weights, tmp_path):
+    out = tmp_path / "run"
+    run_config = config(folders, weights, out, iterations=2, preview_every=2, save_every=2)
+    training.train(run_config)
+    decoder, encoder = Decoder(), load_encoder(weights[0])
+    decoder.load_state_dict(torch.load(out / "checkpoint.pt", weights_only=True)["decoder"])  # as at the preview
+    contents, styles = training._fixed_pairs(data.find_images(folders[0]), data.find_images(folders[1]),
+                                             run_config, torch.device("cpu"))
+    with torch.no_grad():  # the formula previews were made with before they went through the Stylizer
+        outputs = decoder(adain(encoder(contents), feature_stats(encoder(styles))))
+    tiles = [t.unsqueeze(0) for triple in zip(contents, styles, outputs, strict=True) for t in triple]
+    with Image.open(out / "previews" / "iter_0000002.png") as preview:
+        assert preview.tobytes() == images.contact_sheet(tiles, columns=3).tobytes()
+
+
+def test_training_finds_tif_images_and_skips_hidden_folders(tmp_path):
+    root = hidden_and_tif_tree(tmp_path / "images")
+    assert data.find_images(root) == [root / name for name in VISIBLE_IMAGES]
+
+
+def test_training_images_are_in_path_order_as_before(tmp_path):
+    for name in ("a b/x.png", "a/x.png", "a-b/x.png"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        synthetic_image(16, 16).save(tmp_path / name)
+    # Path order (part by part), which picks the samples: not the string order of the tree walk.
+    assert [p.relative_to(tmp_path).as_posix() for p in data.find_images(tmp_path)] == [
+        "a/x.png", "a b/x.png", "a-b/x.png"]
 
 
 def test_five_plus_resume_plus_five_equals_ten_straight(folders, weights, tmp_path):
@@ -284,9 +320,22 @@ def test_two_processes_with_gloo_train_and_only_rank_0_writes(folders, weights, 
     assert torch.load(out / "checkpoint.pt", weights_only=True)["iteration"] == 3
 
 
+def test_fp16_on_a_cpu_is_refused_before_any_work_as_for_inference(folders, weights, tmp_path):
+    with pytest.raises(UsageError, match="fp16 is for GPUs"):
+        training.train(config(folders, weights, tmp_path / "run", precision="fp16"))
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_command_refuses_fp16_on_a_cpu_with_a_usage_error(folders, weights, tmp_path):
+    result = CliRunner().invoke(app, ["train", *train_command(folders, weights, tmp_path / "run",
+                                                                "--iterations", "1", "--precision", "fp16")])
+    assert result.exit_code == 2 and "fp16 is for GPUs" in result.stderr
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="fp16 training needs a CUDA GPU")
 def test_fp16_trains_with_loss_scaling(folders, weights, tmp_path):
     out = tmp_path / "run"
-    training.train(config(folders, weights, out, iterations=2, precision="fp16"))
+    training.train(config(folders, weights, out, iterations=2, precision="fp16", device="cuda"))
     state = torch.load(out / "checkpoint.pt", weights_only=True)
     assert state["scaler"] is not None and all(torch.isfinite(v).all() for v in state["decoder"].values())
 

@@ -668,21 +668,16 @@ def dataset_command(
         shard = dataset.Shard.parse(shard_text) if shard_text else dataset.Shard.from_environment()
         options = dataset.Options(styles_per_image, seed, (low, high),
                                   None if ext is None else jobs.check_extension(ext), shard)
-        if shard.source and shard.source != "--shard":
-            device_name = device.for_local_process(device_name, shard.local)
-        execution = _execution(device_name, precision, tile, max_memory, compile_, batch_size)
+        execution = _execution(shard.device_name(device_name), precision, tile, max_memory, compile_, batch_size)
         prefix = f"[{shard.index}/{shard.count}] " if shard.count > 1 else ""
         plan = dataset.plan(content_dir, style_dir, output, options)
         for notice in plan.notices:
             if not quiet:
                 typer.echo(f"adain: note: {prefix}{notice}", err=True)
         stylizer = _load_stylizer(vgg, decoder, execution, offline=offline, quiet=quiet)
-        bank = None
-        if style_bank != "off" and not color.recolours_style(settings.color_mode):
-            bank = style_bank_module.StyleBank(Path(style_bank) if style_bank else
-                                               style_bank_module.default_location(), stylizer, settings)
+        bank = dataset.open_style_bank(style_bank, stylizer, settings)
         with _interrupt_on_sigterm(), _counting("images", quiet or as_json, prefix) as counter:
-            result = dataset.run(stylizer, plan, settings, bank=bank, workers=workers or _default_workers(),
+            result = dataset.run(stylizer, plan, settings, bank=bank, workers=workers or dataset.default_workers(),
                                  on_outcome=_dataset_reporter(counter, debug),
                                  on_start=None if counter is None else counter.start)
         if bank is not None and bank.problem:
@@ -693,12 +688,6 @@ def dataset_command(
             resumed = f", {result.resumed} done before" if result.resumed else ""
             typer.echo(f"{prefix}{jobs.summary(result.outcomes)}{resumed}; manifest {plan.manifest}")
     raise typer.Exit(result.exit_code)
-
-
-def _default_workers() -> int:
-    """Decode/save threads: enough to keep a GPU fed, not more than the CPUs this process may use."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 2
-    return max(2, min(8, cpus))
 
 
 def _dataset_reporter(counter: _Counter | None, debug: bool) -> Callable[[jobs.Outcome], None]:
@@ -873,15 +862,12 @@ def train(
     from . import training  # only here: it brings torch.distributed and the data loaders
 
     with _error_boundary(debug):
-        if resume == "latest" and out is None:
-            raise UsageError("--resume latest needs --out (the run to continue)")
-        if vgg is None:
-            with _download_progress(quiet) as progress:
-                install.ensure([weights.VGG_FILE], offline=offline or install.offline_requested(), progress=progress)
+        run_out = training.run_directory(out, resume)
+        with _download_progress(quiet) as progress:
+            vgg = training.encoder_file(vgg, offline=offline, progress=progress)
         config = training.TrainConfig(
-            content_dir=str(content_dir), style_dir=str(style_dir),
-            out=str(out or Path("runs") / time.strftime("%Y%m%d-%H%M%S")),
-            vgg=str(vgg or weights.weights_dir() / weights.VGG_FILE), iterations=iterations,
+            content_dir=str(content_dir), style_dir=str(style_dir), out=str(run_out), vgg=str(vgg),
+            iterations=iterations,
             batch_size=batch_size, lr=lr, lr_decay=lr_decay, content_weight=content_weight,
             style_weight=style_weight, image_size=image_size, crop_size=crop_size, workers=workers, seed=seed,
             save_every=save_every, preview_every=preview_every, precision=precision, device=device_name,

@@ -19,20 +19,22 @@ from torch.utils.data import Dataset, Sampler
 
 from . import images
 from .errors import ImageError, UsageError
+from .images import IMAGE_SUFFIXES
+from .inputs import walk_images
 
-TRAIN_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp"})
 MIN_TRAIN_SIDE = 32  # smaller images carry too little to learn from
 _SALT_PERMUTATION, _SALT_CROP = 0x5EED, 0xC409
 
 
 def find_images(root: Path) -> list[Path]:
-    """Every image under `root`, recursively, sorted; UsageError if there is none."""
+    """Every image under `root` as inputs.walk_images finds them (hidden files and folders skipped),
+    sorted as paths; UsageError if there is none."""
     if not root.is_dir():
         raise UsageError(f"{root}: not a directory")
-    found = sorted(p for p in root.rglob("*") if p.suffix.lower() in TRAIN_SUFFIXES and p.is_file()
-                   and not p.name.startswith("."))
+    # Sorted as paths (part by part), not as the walk's strings: the order picks the samples.
+    found = sorted(root / name for name in walk_images(root))
     if not found:
-        raise UsageError(f"{root}: no images found (looked for {', '.join(sorted(TRAIN_SUFFIXES))}, recursively)")
+        raise UsageError(f"{root}: no images found (looked for {', '.join(sorted(IMAGE_SUFFIXES))}, recursively)")
     return found
 
 

@@ -33,11 +33,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from . import batch, jobs
+from . import batch, color, jobs, launch
 from .atomic import atomic_write, remove_stale_temporaries
 from .errors import UsageError
 from .inputs import walk_images
-from .style_bank import StyleBank
+from .style_bank import StyleBank, default_location
 from .stylizer import Stylizer, check_alpha
 
 MANIFEST_FIELDS = ("content", "style", "output", "alpha", "status", "error")
@@ -68,22 +68,14 @@ class Shard:
 
     @classmethod
     def from_environment(cls, env: Mapping[str, str] = os.environ) -> Shard:
-        """The share a launcher gave this process: torchrun (RANK, WORLD_SIZE), srun
-        (SLURM_PROCID, SLURM_STEP_NUM_TASKS) or a Slurm job array (SLURM_ARRAY_TASK_ID
-        among SLURM_ARRAY_TASK_COUNT); an array of srun steps combines the two."""
-        try:
-            if "RANK" in env and "WORLD_SIZE" in env:
-                return cls(int(env["RANK"]), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", "0")), "torchrun")
-            task, tasks = int(env.get("SLURM_PROCID", "0")), int(env.get("SLURM_STEP_NUM_TASKS", "1"))
-            local = int(env.get("SLURM_LOCALID", "0"))
-            if "SLURM_ARRAY_TASK_ID" in env and "SLURM_ARRAY_TASK_COUNT" in env:
-                element, elements = _array_element(env)
-                return cls(element * tasks + task, elements * tasks, local, "Slurm array")
-            if "SLURM_STEP_NUM_TASKS" in env:  # inside srun; a batch script's own SLURM_NTASKS is not a share
-                return cls(task, tasks, local, "srun")
-        except ValueError:
-            raise UsageError("the launcher's RANK/WORLD_SIZE or SLURM_* variables are not numbers") from None
-        return cls()
+        """The share a launcher gave this process (launch.from_environment): torchrun, srun or a Slurm array."""
+        started = launch.from_environment(env)
+        return cls(started.rank, started.world, started.local, started.source)
+
+    def device_name(self, name: str) -> str:
+        """The device `name` means for this shard's process: a launcher's process takes its local rank's
+        GPU; a lone process, or one given --shard, keeps `name`."""
+        return name if self.source in ("", "--shard") else launch.local_device_name(name, self.local)
 
     def owns(self, relative: str) -> bool:
         return self.count == 1 or _draw(relative) % self.count == self.index
@@ -97,18 +89,6 @@ class Shard:
 
     def __str__(self) -> str:
         return f"shard {self.index}/{self.count}" + (f" ({self.source})" if self.source else "")
-
-
-def _array_element(env: Mapping[str, str]) -> tuple[int, int]:
-    """(index from 0, count) of this Slurm array element; `--array=1-8` or `0-30:2` map to 0..N-1."""
-    count = int(env["SLURM_ARRAY_TASK_COUNT"])
-    first = int(env.get("SLURM_ARRAY_TASK_MIN", "0"))
-    step = int(env.get("SLURM_ARRAY_TASK_STEP", "1")) or 1
-    offset = int(env["SLURM_ARRAY_TASK_ID"]) - first
-    if offset % step or not 0 <= offset // step < count:
-        raise UsageError(f"Slurm array task {env['SLURM_ARRAY_TASK_ID']} is not one of {count} evenly spaced "
-                         f"tasks from {first}: use --array=0-{count - 1}, or --shard I/N")
-    return offset // step, count
 
 
 # --- the draws -------------------------------------------------------------------------------
@@ -205,20 +185,18 @@ def plan(content_root: Path, style_root: Path, out: Path, options: Options) -> P
                        "more than once (with different alphas only when --alpha is a range)")
     labels = _style_labels(styles)
     planned: list[batch.Job] = []
-    made_by: dict[str, str] = {}
+    outputs: list[tuple[Path, str]] = []  # every shard's, so that every shard refuses alike
     low, high = options.alpha
     for relative in contents:
         picks = choose_styles(options.seed, relative, len(styles), count)
         mine = options.shard.owns(relative)
         for j, pick in enumerate(picks):
-            name = _output_name(relative, labels[pick], j // len(styles), count, options.ext)
-            if name in made_by:
-                raise UsageError(f"{out / name}: written for both {made_by[name]} and {relative}; rename one of them")
-            made_by[name] = relative
+            output = out / _output_name(relative, labels[pick], j // len(styles), count, options.ext)
+            outputs.append((output, relative))
             if mine:
-                planned.append(batch.Job(content_root / relative, style_root / styles[pick], out / name,
+                planned.append(batch.Job(content_root / relative, style_root / styles[pick], output,
                                          draw_alpha(options.seed, relative, j, low, high)))
-    _refuse_overwriting_inputs(out, content_root, style_root, made_by, contents, styles)
+    jobs.refuse_collisions(outputs, _inputs_under(out, ((content_root, contents), (style_root, styles))))
     return Plan(content_root, style_root, out, options, planned, notices)
 
 
@@ -247,17 +225,11 @@ def _check_out(out: Path, content_root: Path, style_root: Path) -> None:
                          "choose a folder outside it")
 
 
-def _refuse_overwriting_inputs(out: Path, content_root: Path, style_root: Path, outputs: Mapping[str, str],
-                               contents: list[str], styles: list[str]) -> None:
-    """OUT may hold an input tree (CONTENT_DIR inside it); then no output may be an input file."""
+def _inputs_under(out: Path, trees: tuple[tuple[Path, list[str]], ...]) -> list[Path]:
+    """The input files an output could overwrite: those of the trees inside OUT (OUT may hold
+    CONTENT_DIR); the other trees are apart from OUT (see _check_out)."""
     target = out.resolve()
-    inputs: set[str] = set()
-    for root, names in ((content_root.resolve(), contents), (style_root.resolve(), styles)):
-        if _inside(root, target):
-            inputs.update(str(root / name) for name in names)
-    for name in outputs if inputs else ():
-        if str(target / name) in inputs:
-            raise UsageError(f"{out / name}: output is an input file; refusing to overwrite an input")
+    return [root / name for root, names in trees if _inside(root.resolve(), target) for name in names]
 
 
 def _style_labels(styles: list[str]) -> list[str]:
@@ -359,6 +331,20 @@ class Manifest:
 
 
 # --- the run ----------------------------------------------------------------------------------
+
+def default_workers() -> int:
+    """Decode/save threads: enough to keep a GPU fed, not more than the CPUs this process may use."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 2
+    return max(2, min(8, cpus))
+
+
+def open_style_bank(location: str, stylizer: Stylizer, settings: jobs.Settings) -> StyleBank | None:
+    """The bank `--style-bank` names ("": the default location; "off": none), or None where a style's
+    statistics hold for one content only (CORAL recolours each style towards its content)."""
+    if location == "off" or color.recolours_style(settings.color_mode):
+        return None
+    return StyleBank(Path(location) if location else default_location(), stylizer, settings)
+
 
 @dataclass(frozen=True)
 class Result:

@@ -103,15 +103,6 @@ def pick_device(name: str = "auto") -> torch.device:
     return device
 
 
-def for_local_process(name: str, local: int) -> str:
-    """The device name for one of several processes on a machine (torchrun ranks, srun tasks):
-    `auto` or `cuda` becomes GPU `local` (modulo the GPUs this process sees, so that a launcher
-    that gives each task one GPU of its own also works); anything else is kept."""
-    if name in ("auto", "cuda") and cuda_available():
-        return f"cuda:{local % torch.cuda.device_count()}"
-    return name
-
-
 Precision = Literal["fp32", "bf16", "fp16"]
 PRECISIONS: tuple[Precision, ...] = ("fp32", "bf16", "fp16")
 DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -122,13 +113,16 @@ def cpu_has_fast_bf16() -> bool:
     return torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
-def compute_dtype(precision: str, device: torch.device) -> torch.dtype:
-    """The dtype the networks run in for `precision` on `device`; UsageError where it cannot."""
+def compute_dtype(precision: str, device: torch.device, *, training: bool = False) -> torch.dtype:
+    """The dtype the networks run in for `precision` on `device`, for inference and training alike;
+    UsageError where it cannot. fp16 is refused on a CPU for both: CPUs have no fast fp16, and bf16 or
+    fp32 do the same work better there. `training`: bf16 is also taken on a CPU without native bf16,
+    where autocast emulates it (slowly), as `adain train` always has."""
     if precision not in DTYPES:
         raise UsageError(f"unknown precision {precision!r} (use {', '.join(PRECISIONS)})")
     if precision == "fp16" and device.type == "cpu":
         raise UsageError("fp16 is for GPUs; on a CPU use --precision bf16 (where supported) or fp32")
-    if precision == "bf16" and device.type == "cpu" and not cpu_has_fast_bf16():
+    if precision == "bf16" and device.type == "cpu" and not training and not cpu_has_fast_bf16():
         raise UsageError("this CPU has no fast bf16 support (AVX-512 BF16 or AMX); use --precision fp32")
     if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise UsageError(f"{torch.cuda.get_device_name(device)} does not support bf16; use --precision fp16")

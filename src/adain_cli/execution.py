@@ -32,6 +32,21 @@ CUDA_BATCH_SIZE = 8
 Prepare = Callable[[Tensor, slice], Tensor]
 
 
+def memory_layout(device: torch.device, *, training: bool = False) -> torch.memory_format:
+    """The layout networks run in on `device`: channels_last, which oneDNN and cuDNN convolutions run
+    fastest on; NCHW on MPS, which prefers it. `training`: NCHW except on CUDA, as `adain train` has
+    always run (channels_last for training on a CPU is unmeasured, and would change a CPU run's numbers)."""
+    if device.type == "mps" or (training and device.type != "cuda"):
+        return torch.contiguous_format
+    return torch.channels_last
+
+
+def tune(device: torch.device) -> None:
+    """Backend settings for networks called again and again with the same shapes."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # batches repeat shapes: pick the fastest kernels once
+
+
 @dataclass(frozen=True)
 class Execution:
     """Resolved execution options. Build it with `resolve`, which checks every value."""
@@ -42,6 +57,7 @@ class Execution:
     max_memory: int | None = None  # bytes; None: memory.default_budget at each pass
     batch_size: int = 1  # contents encoded and pairs decoded per network call
     compile: bool = False
+    training: bool = False  # the networks are also being trained (see memory_layout)
 
     @classmethod
     def resolve(
@@ -72,10 +88,14 @@ class Execution:
         batch = batch_size or (CUDA_BATCH_SIZE if target.type == "cuda" else 1)
         return cls(target, dtype, tile, max_memory, batch, compile)
 
+    @classmethod
+    def for_training(cls, device: torch.device) -> Execution:
+        """fp32 on the device a decoder is training on, in training's layout: for previews."""
+        return cls(device, torch.float32, training=True)
+
     @property
     def layout(self) -> torch.memory_format:
-        # channels_last is what oneDNN and cuDNN convolutions run fastest on; MPS prefers NCHW.
-        return torch.contiguous_format if self.device.type == "mps" else torch.channels_last
+        return memory_layout(self.device, training=self.training)
 
     def budget(self) -> int:
         return memory.default_budget(self.device) if self.max_memory is None else self.max_memory
@@ -94,8 +114,7 @@ class Network:
         self.float_output = float_output
         self.keeps_features = keeps_features
         self.call: Callable[[Tensor], Tensor] = torch.compile(self.module) if execution.compile else self.module
-        if execution.device.type == "cuda":
-            torch.backends.cudnn.benchmark = True  # batches repeat shapes: pick the fastest kernels once
+        tune(execution.device)
 
     def run(self, x: Tensor, prepare: Prepare | None = None) -> Tensor:
         """The network's output for a batch x (N, C, H, W), as one call would give it.

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 import torch
-from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageCms, ImageDraw, ImageFont, ImageOps, UnidentifiedImageError
 from torch import Tensor
 
 from .atomic import atomic_write
@@ -398,3 +398,26 @@ def save_image(image: Image.Image, path: Path, quality: int = DEFAULT_QUALITY) -
             write_image(image, handle, fmt, quality)
     except OSError as exc:
         raise OutputError.cannot_write(path, exc) from exc
+
+
+# --- contact sheets ---------------------------------------------------------------------------
+
+def contact_sheet(tiles: list[Tensor], columns: int, labels: list[str] | None = None) -> Image.Image:
+    """Tiles (1, 3, H, W) of one size in a grid with a small white border, an optional caption under each."""
+    from torchvision.utils import make_grid  # imported here: torchvision is slow to import
+
+    cells = [tile.detach().float().cpu().clamp(0, 1)[0] for tile in tiles]
+    if labels is not None:
+        cells = [to_tensor(_caption(to_image(cell), text))[0]
+                 for cell, text in zip(cells, labels, strict=True)]
+    return to_image(make_grid(cells, nrow=columns, padding=4, pad_value=1.0))
+
+
+def _caption(image: Image.Image, text: str) -> Image.Image:
+    font = ImageFont.load_default(size=max(10, image.height // 24))
+    strip = int(font.size * 1.6)
+    captioned = Image.new("RGB", (image.width, image.height + strip), "white")
+    captioned.paste(image, (0, 0))
+    ImageDraw.Draw(captioned).text((image.width // 2, image.height + strip // 2), text, fill="black",
+                                   font=font, anchor="mm")
+    return captioned

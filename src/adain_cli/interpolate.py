@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
 from . import images, jobs, mixing
@@ -143,7 +142,7 @@ def run(stylizer: Stylizer, job: Plan, settings: jobs.Settings,
 def _write(job: Plan, settings: jobs.Settings, output: Output, rendered: dict[mixing.Frame, Tensor]) -> None:
     if job.sheet_columns:
         captions = [f.label for f in job.frames] if job.labels else None
-        image = contact_sheet([rendered[f] for f in job.frames], job.sheet_columns, captions)
+        image = images.contact_sheet([rendered[f] for f in job.frames], job.sheet_columns, captions)
     else:
         image = images.to_image(rendered[output.frames[0]])
     images.save_image(image, output.output, settings.quality)
@@ -168,24 +167,3 @@ def _render(stylizer: Stylizer, job: Plan, settings: jobs.Settings,
         raise
     except Exception as exc:  # out of memory, say: one line, like any other failed input
         raise jobs.failure(job.content, exc) from exc
-
-
-def contact_sheet(tiles: list[Tensor], columns: int, labels: list[str] | None = None) -> Image.Image:
-    """Tiles (1, 3, H, W) of one size in a grid with a small white border, an optional caption under each."""
-    from torchvision.utils import make_grid  # imported here: torchvision is slow to import
-
-    cells = [tile.detach().float().cpu().clamp(0, 1)[0] for tile in tiles]
-    if labels is not None:
-        cells = [images.to_tensor(_caption(images.to_image(cell), text))[0]
-                 for cell, text in zip(cells, labels, strict=True)]
-    return images.to_image(make_grid(cells, nrow=columns, padding=4, pad_value=1.0))
-
-
-def _caption(image: Image.Image, text: str) -> Image.Image:
-    font = ImageFont.load_default(size=max(10, image.height // 24))
-    strip = int(font.size * 1.6)
-    captioned = Image.new("RGB", (image.width, image.height + strip), "white")
-    captioned.paste(image, (0, 0))
-    ImageDraw.Draw(captioned).text((image.width // 2, image.height + strip // 2), text, fill="black",
-                                   font=font, anchor="mm")
-    return captioned

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -36,13 +35,15 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from . import data, images
+from . import data, images, install, launch
 from .atomic import atomic_write
-from .device import DTYPES, PRECISIONS, Precision, pick_device
+from .device import DTYPES, PRECISIONS, Precision, compute_dtype, cuda_available, pick_device
 from .errors import AdainError, TrainingError, UsageError, WeightsError
-from .interpolate import contact_sheet
+from .execution import Execution, memory_layout, tune
+from .launch import Launch
 from .model import STRIDE, Decoder, Encoder, adain, feature_stats
-from .weights import DECODER_FILE, encoder_identity, load_encoder
+from .stylizer import Stylizer
+from .weights import DECODER_FILE, VGG_FILE, encoder_identity, load_encoder, weights_dir
 
 CHECKPOINT_FILE = "checkpoint.pt"
 METRICS_FILE = "metrics.jsonl"
@@ -126,37 +127,45 @@ def losses(encoder: Encoder, decoder: torch.nn.Module, content: Tensor, style: T
     return loss_content, style_loss(generated_features, style_features)
 
 
+# --- what a run starts from -----------------------------------------------------------------
+
+def run_directory(out: Path | None, resume: str | None) -> Path:
+    """--out, or runs/<timestamp> for a fresh run; UsageError for --resume latest without --out."""
+    if out is not None:
+        return out
+    if resume == "latest":
+        raise UsageError("--resume latest needs --out (the run to continue)")
+    return Path("runs") / time.strftime("%Y%m%d-%H%M%S")
+
+
+def encoder_file(vgg: Path | None, *, offline: bool = False, progress: install.FileProgress | None = None) -> Path:
+    """--vgg, or the default VGG weights, fetched on first use unless `offline`."""
+    if vgg is not None:
+        return vgg
+    install.ensure([VGG_FILE], offline=offline or install.offline_requested(), progress=progress)
+    return weights_dir() / VGG_FILE
+
+
 # --- distributed set-up -------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Ranks:
-    rank: int = 0
-    world: int = 1
-    local: int = 0
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
 
 def is_main_process() -> bool:
     """False in the torchrun processes other than rank 0, which stay silent."""
-    return os.environ.get("RANK", "0") == "0"
+    return launch.process_group().main
 
 
-def _start_distributed(device_name: str) -> tuple[Ranks, torch.device]:
-    """torchrun sets WORLD_SIZE/RANK/LOCAL_RANK; without them this is a single process."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
-        return Ranks(), pick_device(device_name)
-    ranks = Ranks(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
-    if device_name in ("auto", "cuda") and torch.cuda.is_available():
-        device = torch.device("cuda", ranks.local)  # one GPU per process
-    else:
-        device = pick_device("cpu" if device_name == "auto" else device_name)
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+def _start_distributed(config: TrainConfig) -> tuple[Launch, torch.device]:
+    """torchrun's ranks, each on its local rank's GPU, in a process group; else one process alone.
+    The precision is checked for the device before any group forms, so that every rank fails alike."""
+    ranks = launch.process_group()
+    name = config.device
+    if ranks.world > 1 and name == "auto" and not cuda_available():
+        name = "cpu"  # gloo carries no MPS tensors: a group without CUDA trains on CPUs
+    device = pick_device(ranks.device_name(name))
+    compute_dtype(config.precision, device, training=True)
+    if ranks.world > 1:
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return ranks, device
 
 
@@ -218,7 +227,7 @@ def load_checkpoint(path: Path, config: TrainConfig, encoder_id: str, world: int
 
 # --- the run -------------------------------------------------------------------------------
 
-def _batches(paths: list[Path], config: TrainConfig, start: int, ranks: Ranks, pin: bool) -> Iterator:
+def _batches(paths: list[Path], config: TrainConfig, start: int, ranks: Launch, pin: bool) -> Iterator:
     dataset = data.RandomCrops(paths, config.image_size, config.crop_size, config.seed)
     loader = DataLoader(
         dataset,
@@ -239,16 +248,16 @@ def _autocast(device: torch.device, precision: Precision):
     return torch.autocast(device.type, dtype=DTYPES[precision])
 
 
-def _preview(encoder: Encoder, decoder: Decoder, contents: Tensor, styles: Tensor, path: Path) -> None:
-    """Rows of content | style | result for fixed pairs."""
+def _preview(stylizer: Stylizer, contents: Tensor, styles: Tensor, path: Path) -> None:
+    """Rows of content | style | result for fixed pairs, through the Stylizer that every command uses."""
+    decoder = stylizer.decoder
     was_training = decoder.training
     decoder.eval()
-    with torch.no_grad():
-        outputs = decoder(adain(encoder(contents), feature_stats(encoder(styles))))
+    outputs = stylizer.render_batch(stylizer.encode_contents(contents), [stylizer.style_stats(styles)])
     decoder.train(was_training)
     tiles = [t.unsqueeze(0) for triple in zip(contents, styles, outputs, strict=True) for t in triple]
     path.parent.mkdir(parents=True, exist_ok=True)
-    images.save_image(contact_sheet(tiles, columns=3), path)
+    images.save_image(images.contact_sheet(tiles, columns=3), path)
 
 
 def _fixed_pairs(contents: list[Path], styles: list[Path], config: TrainConfig, device: torch.device):
@@ -274,7 +283,7 @@ class _Run:
     """What a run holds from one iteration to the next."""
 
     config: TrainConfig
-    ranks: Ranks
+    ranks: Launch
     device: torch.device
     encoder: Encoder
     encoder_id: str
@@ -288,6 +297,7 @@ class _Run:
     skipped: set[str]
     started: float
     previews: tuple[Tensor, Tensor] | None = None  # rank 0 only
+    stylizer: Stylizer | None = None  # rank 0 only: the previews' renderer, over the training networks
     metrics: _MetricsLog | None = None  # rank 0 only
 
     @property
@@ -307,7 +317,7 @@ def train(
     A checkpoint is written every save_every iterations, at the end, and when stopped.
     """
     stop = stop or threading.Event()
-    ranks, device = _start_distributed(config.device)
+    ranks, device = _start_distributed(config)
     try:
         run = _setup(config, ranks, device, resume)
         try:
@@ -326,7 +336,7 @@ def train(
             dist.destroy_process_group()
 
 
-def _setup(config: TrainConfig, ranks: Ranks, device: torch.device, resume: str | None) -> _Run:
+def _setup(config: TrainConfig, ranks: Launch, device: torch.device, resume: str | None) -> _Run:
     """Data checked, networks built (or restored from a checkpoint), loaders started."""
     out = Path(config.out)
     content_paths = data.find_images(Path(config.content_dir))
@@ -348,17 +358,19 @@ def _setup(config: TrainConfig, ranks: Ranks, device: torch.device, resume: str 
         if scaler is not None and state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
         start, skipped = int(state["iteration"]), set(state.get("skipped", []))
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-        encoder.to(memory_format=torch.channels_last)
-        decoder.to(memory_format=torch.channels_last)
+    tune(device)
+    layout = memory_layout(device, training=True)
+    encoder.to(memory_format=layout)
+    decoder.to(memory_format=layout)
+    # The previews' renderer shares the training networks: built before train() (it sets eval).
+    stylizer = Stylizer(encoder, decoder, execution=Execution.for_training(device)) if ranks.main else None
     model = torch.nn.parallel.DistributedDataParallel(decoder) if ranks.world > 1 else decoder
     model.train()
 
     pin = device.type == "cuda"
     run = _Run(config, ranks, device, encoder, encoder_id, decoder, model, optimizer, scaler,
                _batches(content_paths, config, start, ranks, pin), _batches(style_paths, config, start, ranks, pin),
-               start, skipped, time.perf_counter())
+               start, skipped, time.perf_counter(), stylizer=stylizer)
     if ranks.main:
         out.mkdir(parents=True, exist_ok=True)
         run.previews = _fixed_pairs(content_paths, style_paths, config, device)
@@ -404,12 +416,12 @@ def _step(run: _Run, stop: threading.Event) -> tuple[Step, bool]:
 def _record(run: _Run, step: Step, stopping: bool, on_step: Callable[[Step], None] | None) -> None:
     """Rank 0 after each iteration: metrics, progress, and previews and checkpoints when due."""
     config, iteration = run.config, run.iteration
-    assert run.metrics is not None and run.previews is not None
+    assert run.metrics is not None and run.previews is not None and run.stylizer is not None
     run.metrics.write(step)
     if on_step is not None:
         on_step(step)
     if iteration % config.preview_every == 0:
-        _preview(run.encoder, run.decoder, *run.previews, run.out / "previews" / f"iter_{iteration:07d}.png")
+        _preview(run.stylizer, *run.previews, run.out / "previews" / f"iter_{iteration:07d}.png")
     if iteration % config.save_every == 0 or iteration == config.iterations or stopping:
         save(run.out, run.decoder, run.optimizer, run.scaler, iteration, config, run.encoder_id, run.skipped,
              run.ranks.world)
