@@ -169,10 +169,22 @@ def check_output_file(path: Path) -> None:
 def refuse_collisions(outputs: Sequence[tuple[Path, str]], inputs: Iterable[Path]) -> None:
     """No output may be an input, and no two jobs may write one file. `outputs` pairs each
     output with what makes it ("a.jpg x b.jpg"), for the message."""
-    sources = {p.resolve(): p for p in inputs}
+    folders: dict[Path, Path] = {}
+
+    def located(path: Path) -> Path:
+        # Each folder resolved once: a dataset's million outputs share a few thousand folders. An
+        # output's own name is not followed: writing it replaces a link there, never its target.
+        folder = folders.get(path.parent)
+        if folder is None:
+            folder = folders[path.parent] = path.parent.resolve()
+        return folder / path.name
+
+    sources: dict[Path, Path] = {}
+    for path in inputs:
+        sources[path.resolve()] = sources[located(path)] = path
     makers: dict[Path, str] = {}
     for output, maker in outputs:
-        target = output.resolve()
+        target = located(output)
         if target in sources:
             raise UsageError(f"{output}: output is the input file {sources[target]}; refusing to overwrite an input")
         if target in makers:
