@@ -25,6 +25,16 @@ from .model import STRIDE, FeatureStats, adain, feature_stats
 from .tiling import pad_to_stride
 
 
+def parse_weights(text: str | None) -> list[float] | None:
+    """--weights "0.5,0.3,0.2" as numbers (None when not given); UsageError if they are not numbers."""
+    if text is None:
+        return None
+    try:
+        return [float(part) for part in text.split(",")]
+    except ValueError:
+        raise UsageError(f"--weights: expected comma-separated numbers such as 0.5,0.3,0.2, got {text!r}") from None
+
+
 def normalise_weights(weights: Sequence[float] | None, count: int) -> tuple[float, ...]:
     """Non-negative weights, one per style, scaled to sum to 1; None gives equal weights."""
     if count < 2:
