@@ -12,31 +12,9 @@ import typer
 
 from .. import color, dataset, device, images, jobs
 from .. import style_bank as style_bank_module
+from . import _options as opt
 from ._boundary import error_boundary, interrupt_on_sigterm, warn
 from ._model import load_stylizer
-from ._options import (
-    Compile,
-    ContentSize,
-    Crop,
-    Debug,
-    DecoderPath,
-    Device,
-    ExecutionOptions,
-    ImageOptions,
-    JsonSummary,
-    LuminanceOnly,
-    MaxMemory,
-    MaxPixels,
-    Offline,
-    PairsPerCall,
-    PrecisionOption,
-    PreserveColor,
-    Quality,
-    Quiet,
-    StyleSize,
-    Tile,
-    VggPath,
-)
 from ._progress import Counter, counting, report_failure, to_stderr
 
 
@@ -58,12 +36,12 @@ def dataset_command(
                                                "uniform random alpha per output.")] = "1",
     ext: Annotated[str | None, typer.Option(
         "--ext", help="Output format (default: each output keeps its input's, JPEG stays JPEG).")] = None,
-    quality: Quality = images.DEFAULT_QUALITY,
-    content_size: ContentSize = 0,
-    style_size: StyleSize = 512,
-    crop: Crop = False,
-    preserve_color: PreserveColor = False,
-    luminance_only: LuminanceOnly = False,
+    quality: opt.Quality = images.DEFAULT_QUALITY,
+    content_size: opt.ContentSize = 0,
+    style_size: opt.StyleSize = 512,
+    crop: opt.Crop = False,
+    preserve_color: opt.PreserveColor = False,
+    luminance_only: opt.LuminanceOnly = False,
     shard_text: Annotated[str | None, typer.Option(
         "--shard", metavar="I/N", help="Do shard I (from 0) of N. Default: from torchrun (RANK, WORLD_SIZE) "
                                        "or Slurm (srun tasks, job arrays), else everything.")] = None,
@@ -74,27 +52,27 @@ def dataset_command(
     workers: Annotated[int, typer.Option(
         "--workers", min=0, metavar="N", help="Threads that decode and save images. 0: up to 8, by CPU count.")
     ] = 0,
-    vgg: VggPath = None,
-    decoder: DecoderPath = None,
-    device_name: Device = "auto",
-    precision: PrecisionOption = "fp32",
-    batch_size: PairsPerCall = 0,
-    tile: Tile = 0,
-    max_memory: MaxMemory = "auto",
-    compile_: Compile = False,
-    offline: Offline = False,
+    vgg: opt.VggPath = None,
+    decoder: opt.DecoderPath = None,
+    device_name: opt.Device = "auto",
+    precision: opt.PrecisionOption = "fp32",
+    batch_size: opt.PairsPerCall = 0,
+    tile: opt.Tile = 0,
+    max_memory: opt.MaxMemory = "auto",
+    compile_: opt.Compile = False,
+    offline: opt.Offline = False,
     overwrite: Annotated[bool, typer.Option(
         "--overwrite", help="Make every output again (default: continue, keeping finished ones).")] = False,
-    max_pixels: MaxPixels = images.DEFAULT_MAX_PIXELS,
-    as_json: JsonSummary = False,
-    quiet: Quiet = False,
-    debug: Debug = False,
+    max_pixels: opt.MaxPixels = images.DEFAULT_MAX_PIXELS,
+    as_json: opt.JsonSummary = False,
+    quiet: opt.Quiet = False,
+    debug: opt.Debug = False,
 ) -> None:
     """Restyle a whole image dataset (Stylized-ImageNet): each image in random paintings, reproducibly,
     resumably, sharded over torchrun or Slurm."""
     with error_boundary(debug):
         low, high = dataset.parse_alpha(alpha_text)
-        settings = ImageOptions(alpha=low, content_size=content_size, style_size=style_size, crop=crop,
+        settings = opt.ImageOptions(alpha=low, content_size=content_size, style_size=style_size, crop=crop,
                                 preserve_color=preserve_color, luminance_only=luminance_only, quality=quality,
                                 max_pixels=max_pixels, overwrite=overwrite).settings()
         shard = dataset.Shard.parse(shard_text) if shard_text else dataset.Shard.from_environment()
@@ -102,7 +80,7 @@ def dataset_command(
                                   None if ext is None else jobs.check_extension(ext), shard)
         if shard.source and shard.source != "--shard":
             device_name = device.for_local_process(device_name, shard.local)
-        execution = ExecutionOptions(device=device_name, precision=precision, tile=tile, max_memory=max_memory,
+        execution = opt.ExecutionOptions(device=device_name, precision=precision, tile=tile, max_memory=max_memory,
                                      compile=compile_, batch_size=batch_size).resolve()
         prefix = f"[{shard.index}/{shard.count}] " if shard.count > 1 else ""
         plan = dataset.plan(content_dir, style_dir, output, options)

@@ -11,8 +11,8 @@ import typer
 from .. import install
 from ..download import RetryPolicy
 from ..errors import EXIT_WEIGHTS
+from . import _options as opt
 from ._boundary import error_boundary, say_error
-from ._options import Debug, Json, Quiet
 from ._progress import download_progress
 
 
@@ -28,9 +28,9 @@ def download_weights(
     retries: Annotated[int, typer.Option("--retries", min=0, help="Retries after a failed attempt.")] = 4,
     timeout: Annotated[float, typer.Option("--timeout", min=0.1, metavar="SECONDS",
                                            help="Give up on a silent connection after this long.")] = 30.0,
-    as_json: Json = False,
-    quiet: Quiet = False,
-    debug: Debug = False,
+    as_json: opt.Json = False,
+    quiet: opt.Quiet = False,
+    debug: opt.Debug = False,
 ) -> None:
     """Install the pretrained weights (verified) into the weights directory, or --verify them."""
     with error_boundary(debug):

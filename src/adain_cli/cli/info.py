@@ -8,10 +8,10 @@ from typing import Any
 import typer
 
 from .. import about, install, memory
-from ._options import Json
+from . import _options as opt
 
 
-def info(as_json: Json = False) -> None:
+def info(as_json: opt.Json = False) -> None:
     """Versions, the device that would be used and why, and the state of the weights."""
     facts = about.facts()
     if as_json:

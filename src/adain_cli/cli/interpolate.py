@@ -8,32 +8,9 @@ from typing import Annotated
 import typer
 
 from .. import images, interpolate, jobs, mixing
+from . import _options as opt
 from ._boundary import error_boundary
 from ._model import load_stylizer
-from ._options import (
-    Alpha,
-    Compile,
-    ContentSize,
-    Crop,
-    Debug,
-    DecoderPath,
-    Device,
-    ExecutionOptions,
-    ImageOptions,
-    Json,
-    LuminanceOnly,
-    MaxMemory,
-    MaxPixels,
-    Offline,
-    Overwrite,
-    PrecisionOption,
-    PreserveColor,
-    Quality,
-    Quiet,
-    StyleSize,
-    Tile,
-    VggPath,
-)
 from ._progress import outcome_reporter
 
 
@@ -56,34 +33,34 @@ def interpolate_command(
         help="Spatial control: style 1 where the mask is white, style 2 elsewhere; or a palette PNG with one "
              "region per style.")] = None,
     labels: Annotated[bool, typer.Option("--labels", help="Caption each cell of a contact sheet.")] = False,
-    alpha: Alpha = 1.0,
-    content_size: ContentSize = 512,
-    style_size: StyleSize = 512,
-    crop: Crop = False,
-    preserve_color: PreserveColor = False,
-    luminance_only: LuminanceOnly = False,
+    alpha: opt.Alpha = 1.0,
+    content_size: opt.ContentSize = 512,
+    style_size: opt.StyleSize = 512,
+    crop: opt.Crop = False,
+    preserve_color: opt.PreserveColor = False,
+    luminance_only: opt.LuminanceOnly = False,
     ext: Annotated[str, typer.Option("--ext", help="Frame format when writing frames to a directory.")] = "png",
-    quality: Quality = images.DEFAULT_QUALITY,
-    vgg: VggPath = None,
-    decoder: DecoderPath = None,
-    device_name: Device = "auto",
-    precision: PrecisionOption = "fp32",
-    tile: Tile = 0,
-    max_memory: MaxMemory = "auto",
-    compile_: Compile = False,
-    offline: Offline = False,
-    overwrite: Overwrite = False,
-    max_pixels: MaxPixels = images.DEFAULT_MAX_PIXELS,
-    as_json: Json = False,
-    quiet: Quiet = False,
-    debug: Debug = False,
+    quality: opt.Quality = images.DEFAULT_QUALITY,
+    vgg: opt.VggPath = None,
+    decoder: opt.DecoderPath = None,
+    device_name: opt.Device = "auto",
+    precision: opt.PrecisionOption = "fp32",
+    tile: opt.Tile = 0,
+    max_memory: opt.MaxMemory = "auto",
+    compile_: opt.Compile = False,
+    offline: opt.Offline = False,
+    overwrite: opt.Overwrite = False,
+    max_pixels: opt.MaxPixels = images.DEFAULT_MAX_PIXELS,
+    as_json: opt.Json = False,
+    quiet: opt.Quiet = False,
+    debug: opt.Debug = False,
 ) -> None:
     """Stylize CONTENT in a blend of several styles: weighted mixes, transitions, grids, alpha sweeps, masks."""
     with error_boundary(debug):
-        settings = ImageOptions(alpha=alpha, content_size=content_size, style_size=style_size, crop=crop,
+        settings = opt.ImageOptions(alpha=alpha, content_size=content_size, style_size=style_size, crop=crop,
                                 preserve_color=preserve_color, luminance_only=luminance_only, quality=quality,
                                 max_pixels=max_pixels, overwrite=overwrite).settings()
-        execution = ExecutionOptions(device=device_name, precision=precision, tile=tile, max_memory=max_memory,
+        execution = opt.ExecutionOptions(device=device_name, precision=precision, tile=tile, max_memory=max_memory,
                                      compile=compile_).resolve()
         job = interpolate.plan(content, styles, output, weights=mixing.parse_weights(weights_text), steps=steps,
                                grid=grid, alpha_sweep=alpha_sweep, alpha=alpha, mask=mask, labels=labels, ext=ext)

@@ -9,21 +9,9 @@ import typer
 
 from .. import jobs, serve, weights
 from ..errors import UsageError
+from . import _options as opt
 from ._boundary import error_boundary, warn
 from ._model import load_stylizer
-from ._options import (
-    Compile,
-    Debug,
-    DecoderPath,
-    Device,
-    ExecutionOptions,
-    MaxMemory,
-    Offline,
-    PrecisionOption,
-    Quiet,
-    Tile,
-    VggPath,
-)
 
 
 def serve_command(
@@ -66,19 +54,19 @@ def serve_command(
     body_timeout: Annotated[float, typer.Option(
         "--body-timeout", metavar="S", help="Seconds a request's body may take to arrive.")
     ] = serve.DEFAULT_BODY_TIMEOUT,
-    vgg: VggPath = None,
-    decoder: DecoderPath = None,
-    device_name: Device = "auto",
-    precision: PrecisionOption = "fp32",
+    vgg: opt.VggPath = None,
+    decoder: opt.DecoderPath = None,
+    device_name: opt.Device = "auto",
+    precision: opt.PrecisionOption = "fp32",
     batch_size: Annotated[int, typer.Option(
         "--batch-size", min=0, metavar="N",
         help="Requests that arrive together decoded in one network call (same size). 0: 8 on CUDA, else 1.")] = 0,
-    tile: Tile = 0,
-    max_memory: MaxMemory = "auto",
-    compile_: Compile = False,
-    offline: Offline = False,
-    quiet: Quiet = False,
-    debug: Debug = False,
+    tile: opt.Tile = 0,
+    max_memory: opt.MaxMemory = "auto",
+    compile_: opt.Compile = False,
+    offline: opt.Offline = False,
+    quiet: opt.Quiet = False,
+    debug: opt.Debug = False,
 ) -> None:
     """Serve a web page and an HTTP API (POST /v1/stylize) with the model kept warm."""
     with error_boundary(debug):
@@ -92,7 +80,7 @@ def serve_command(
         library = web.Library.scan(styles, max_pixels)
         if save is not None:
             jobs.make_dirs([save])
-        execution = ExecutionOptions(device=device_name, precision=precision, tile=tile, max_memory=max_memory,
+        execution = opt.ExecutionOptions(device=device_name, precision=precision, tile=tile, max_memory=max_memory,
                                      compile=compile_, batch_size=batch_size).resolve()
         listener = web.listen(host, port)
         stylizer = load_stylizer(vgg, decoder, execution, offline=offline, quiet=quiet)

@@ -16,8 +16,8 @@ from rich.progress import MofNCompleteColumn, TextColumn, TimeRemainingColumn
 
 from .. import install, weights
 from ..errors import EXIT_INTERRUPTED, UsageError
+from . import _options as opt
 from ._boundary import error_boundary, say_error
-from ._options import Debug, Device, Offline, Quiet, VggPath
 from ._progress import download_progress, progress_bar
 
 if TYPE_CHECKING:
@@ -46,11 +46,11 @@ def train(
     precision: Annotated[str, typer.Option("--precision", help="fp32, bf16, or fp16 (with loss scaling).")] = "fp32",
     resume: Annotated[str | None, typer.Option(
         "--resume", metavar="PATH", help="A checkpoint, a run directory, or 'latest' (the one in --out).")] = None,
-    vgg: VggPath = None,
-    device_name: Device = "auto",
-    offline: Offline = False,
-    quiet: Quiet = False,
-    debug: Debug = False,
+    vgg: opt.VggPath = None,
+    device_name: opt.Device = "auto",
+    offline: opt.Offline = False,
+    quiet: opt.Quiet = False,
+    debug: opt.Debug = False,
 ) -> None:
     """Train a decoder on content and style folders (the paper's recipe by default)."""
     from .. import training  # only here: it brings torch.distributed and the data loaders

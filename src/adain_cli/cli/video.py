@@ -10,31 +10,9 @@ import typer
 
 from .. import images, mixing, steady
 from ..errors import UsageError
+from . import _options as opt
 from ._boundary import error_boundary, interrupt_on_sigterm, warn
 from ._model import load_stylizer
-from ._options import (
-    Alpha,
-    Compile,
-    ContentSize,
-    Crop,
-    Debug,
-    DecoderPath,
-    Device,
-    ExecutionOptions,
-    ImageOptions,
-    JsonSummary,
-    LuminanceOnly,
-    MaxMemory,
-    MaxPixels,
-    Offline,
-    Overwrite,
-    PrecisionOption,
-    PreserveColor,
-    Quiet,
-    StyleSize,
-    Tile,
-    VggPath,
-)
 from ._progress import counting
 
 if TYPE_CHECKING:
@@ -85,37 +63,37 @@ def video_command(
         help="Keep only audio track N (1 = the first; default: every track). May be repeated.")] = None,
     skip_bad_frames: Annotated[bool, typer.Option(
         "--skip-bad-frames", help="Leave out frames that cannot be decoded instead of stopping.")] = False,
-    alpha: Alpha = 1.0,
-    content_size: ContentSize = 0,
-    style_size: StyleSize = 512,
-    crop: Crop = False,
-    preserve_color: PreserveColor = False,
-    luminance_only: LuminanceOnly = False,
-    vgg: VggPath = None,
-    decoder: DecoderPath = None,
-    device_name: Device = "auto",
-    precision: PrecisionOption = "fp32",
+    alpha: opt.Alpha = 1.0,
+    content_size: opt.ContentSize = 0,
+    style_size: opt.StyleSize = 512,
+    crop: opt.Crop = False,
+    preserve_color: opt.PreserveColor = False,
+    luminance_only: opt.LuminanceOnly = False,
+    vgg: opt.VggPath = None,
+    decoder: opt.DecoderPath = None,
+    device_name: opt.Device = "auto",
+    precision: opt.PrecisionOption = "fp32",
     batch_size: Annotated[int, typer.Option(
         "--batch-size", min=0, metavar="N", help="Frames per network call. 0: 8 on CUDA, else 1.")] = 0,
-    tile: Tile = 0,
-    max_memory: MaxMemory = "auto",
-    compile_: Compile = False,
-    offline: Offline = False,
-    overwrite: Overwrite = False,
-    max_pixels: MaxPixels = images.DEFAULT_MAX_PIXELS,
-    as_json: JsonSummary = False,
-    quiet: Quiet = False,
-    debug: Debug = False,
+    tile: opt.Tile = 0,
+    max_memory: opt.MaxMemory = "auto",
+    compile_: opt.Compile = False,
+    offline: opt.Offline = False,
+    overwrite: opt.Overwrite = False,
+    max_pixels: opt.MaxPixels = images.DEFAULT_MAX_PIXELS,
+    as_json: opt.JsonSummary = False,
+    quiet: opt.Quiet = False,
+    debug: opt.Debug = False,
 ) -> None:
     """Stylize a video frame by frame, keeping its timing, sound and orientation."""
     with error_boundary(debug):
         video = _video_module()
         if not output:
             raise UsageError("give the output with -o OUTPUT (a video file, or a folder ending in /)")
-        settings = ImageOptions(alpha=alpha, content_size=content_size, style_size=style_size, crop=crop,
+        settings = opt.ImageOptions(alpha=alpha, content_size=content_size, style_size=style_size, crop=crop,
                                 preserve_color=preserve_color, luminance_only=luminance_only,
                                 max_pixels=max_pixels, overwrite=overwrite).settings()
-        execution = ExecutionOptions(device=device_name, precision=precision, tile=tile, max_memory=max_memory,
+        execution = opt.ExecutionOptions(device=device_name, precision=precision, tile=tile, max_memory=max_memory,
                                      compile=compile_, batch_size=batch_size).resolve()
         options = video.Options(
             weights=None if weights_text is None else tuple(mixing.parse_weights(weights_text) or ()),
