@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 import sys
 import threading
 from pathlib import Path
 
 import pytest
-from conftest import ADOBE_RGB, icc_profile, synthetic_image
+import torch
+from conftest import (
+    ADOBE_RGB,
+    PUBLIC_DECODER_CONVS,
+    PUBLIC_VGG_CONVS,
+    icc_profile,
+    random_state_dict,
+    synthetic_image,
+)
 from PIL import Image, ImageChops, ImageCms
 from typer.testing import CliRunner
 
@@ -52,9 +61,37 @@ def test_version_is_eager_and_plain():
     assert result.exit_code == 0 and result.stdout.strip() == f"adain-cli {__version__}"
 
 
+COMMANDS = ["stylize", "interpolate", "video", "dataset", "serve", "train", "download-weights", "info"]
+
+
 def test_help_lists_the_commands_that_exist():
     result = adain("--help")
-    assert result.exit_code == 0 and "stylize" in result.stdout
+    assert result.exit_code == 0
+    listed = result.stdout.split("Commands:\n")[1].splitlines()
+    assert [line.split()[0] for line in listed if line.strip()] == COMMANDS
+    for command in COMMANDS:
+        assert adain(command, "--help").exit_code == 0
+
+
+def test_show_completion_prints_the_script_for_the_shell_named(monkeypatch):
+    monkeypatch.setenv("_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION", "1")  # name the shell, not detect it
+    result = adain("--show-completion", "bash")
+    assert result.exit_code == 0, result.stderr
+    assert "complete -o default -F _adain_completion adain" in result.stdout
+    assert "_ADAIN_COMPLETE=complete_bash" in result.stdout
+
+
+@pytest.mark.parametrize("typed,completed", [
+    ("adain down", ["download-weights"]),
+    ("adain stylize --pre", ["--precision", "--preserve-color"]),
+])
+def test_the_adain_command_completes_what_is_typed(typed, completed):
+    """As the bash script asks it: the words so far in COMP_WORDS, the word to complete in COMP_CWORD."""
+    words = typed.split()
+    env = {**os.environ, "_ADAIN_COMPLETE": "complete_bash", "COMP_WORDS": typed, "COMP_CWORD": str(len(words) - 1)}
+    result = subprocess.run([sys.executable, "-m", "adain_cli"], capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr
+    assert sorted(result.stdout.split()) == completed
 
 
 def test_python_dash_m_runs_the_same_app():
@@ -151,15 +188,45 @@ def test_ext_and_quality_pick_the_format(weights_home, images_dir, tmp_path):
     assert small.stat().st_size < large.stat().st_size
 
 
-def test_explicit_weight_paths_are_used(weights, pair, tmp_path, monkeypatch):
+@pytest.fixture(scope="module")
+def other_home(tmp_path_factory) -> Path:
+    """A weights directory holding random weights other than the shared ones."""
+    home = tmp_path_factory.mktemp("other-home")
+    (home / "weights").mkdir()
+    torch.save(random_state_dict(PUBLIC_VGG_CONVS, seed=5), home / "weights" / "vgg_normalised.pth")
+    torch.save(random_state_dict(PUBLIC_DECODER_CONVS, seed=6), home / "weights" / "decoder.pth")
+    return home
+
+
+def test_explicit_weight_paths_are_used(weights_home, other_home, pair, tmp_path, monkeypatch):
+    assert adain("stylize", *pair, "-o", tmp_path / "usual.png", *SMALL).exit_code == 0
+    monkeypatch.setenv("ADAIN_HOME", str(other_home))
+    assert adain("stylize", *pair, "-o", tmp_path / "other.png", *SMALL).exit_code == 0
     monkeypatch.setenv("ADAIN_HOME", str(tmp_path / "empty-home"))
-    vgg, decoder = weights
-    result = adain("stylize", *pair, "-o", tmp_path / "o.png", "--vgg", vgg, "--decoder", decoder, *SMALL)
+    given = other_home / "weights"
+    result = adain("stylize", *pair, "-o", tmp_path / "given.png", "--vgg", given / "vgg_normalised.pth",
+                   "--decoder", given / "decoder.pth", *SMALL)
     assert result.exit_code == 0, result.stderr
+    assert not differs(tmp_path / "given.png", tmp_path / "other.png")  # the files given made it
+    assert differs(tmp_path / "given.png", tmp_path / "usual.png")  # and other weights would show
 
 
-def test_device_cpu_is_accepted(weights_home, pair, tmp_path):
-    assert adain("stylize", *pair, "-o", tmp_path / "o.png", "--device", "cpu", *SMALL).exit_code == 0
+def test_device_cpu_is_used_even_where_cuda_would_be_chosen(weights_home, pair, tmp_path, monkeypatch):
+    from adain_cli.stylizer import Stylizer
+
+    loaded, load = [], Stylizer.from_files
+
+    def recording(*args, **options):
+        loaded.append(load(*args, **options))
+        return loaded[-1]
+
+    monkeypatch.setattr(Stylizer, "from_files", recording)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # `auto` would pick CUDA (and fail here)
+    result = adain("stylize", *pair, "-o", tmp_path / "o.png", "--device", "cpu", *SMALL)
+    assert result.exit_code == 0, result.stderr
+    [stylizer] = loaded
+    assert stylizer.device == torch.device("cpu")
+    assert Image.open(tmp_path / "o.png").size == (45, 37)
 
 
 def test_debug_shows_the_traceback(weights_home, pair, tmp_path):
@@ -264,6 +331,17 @@ def test_unwritable_output_location(weights_home, images_dir, tmp_path):
     result = adain("stylize", images_dir / "content", images_dir / "style", "-o", tmp_path / "file" / "out")
     assert result.exit_code == 2
     one_error_line(result, "cannot create output directory")
+
+
+@pytest.mark.parametrize("flag", ["--keep-alive", "--header-timeout", "--body-timeout"])
+def test_serve_timeouts_are_checked_by_the_servers_own_rule(weights_home, monkeypatch, flag):
+    def never(*args, **options):
+        raise AssertionError("the server started with a timeout of 0")
+
+    monkeypatch.setattr("adain_cli.web.serve_forever", never)
+    result = adain("serve", "--port", "0", flag, "0")
+    assert result.exit_code == 2
+    one_error_line(result, f"{flag} must be positive, got 0.0")
 
 
 def test_both_colour_modes_at_once_is_a_usage_error(weights_home, pair, tmp_path):

@@ -507,9 +507,9 @@ def test_json_prints_one_summary_object(run, tmp_path: Path):
 
 
 def test_without_a_terminal_progress_comes_as_plain_lines(run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    from adain_cli import cli
+    from adain_cli.cli import _progress
 
-    monkeypatch.setattr(cli._Counter, "INTERVAL", 0.0)
+    monkeypatch.setattr(_progress.Counter, "INTERVAL", 0.0)
     result = run(tmp_path / "out", "--shard", "1/2")
     assert result.exit_code == 0
     progress = [line for line in result.stderr.splitlines() if "images/s" in line]

@@ -66,7 +66,7 @@ def nothing_installed(tmp_path: Path, name: str = "decoder.pth") -> bool:
 @pytest.fixture(autouse=True)
 def fast_backoff(monkeypatch):
     """Retries wait 10 ms instead of seconds."""
-    monkeypatch.setattr("adain_cli.cli.RetryPolicy",
+    monkeypatch.setattr("adain_cli.cli.download.RetryPolicy",
                         lambda attempts, timeout: install.RetryPolicy(attempts, 0.01, timeout))
 
 

@@ -12,6 +12,7 @@ test_dataset.
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import signal
@@ -21,13 +22,15 @@ from fractions import Fraction
 from pathlib import Path
 
 import pytest
-from clips import make_clip, moving_frames
+from clips import make_clip, moving_frames, read_frames
 from conftest import link_or_copy, synthetic_image
 from PIL import Image
 from typer.testing import CliRunner
 from weight_server import WeightServer
 
 from adain_cli.cli import app
+from adain_cli.inputs import expand
+from adain_cli.weights import weights_dir
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 ASSIGNMENT = re.compile(r"^[A-Z_]+=")
@@ -121,6 +124,103 @@ def shortened(words: list[str]) -> list[str]:
     return words + [part for option in SIZE_OPTIONS if option not in words for part in (option, "0")]
 
 
+def image_size(path: Path) -> tuple[int, int]:
+    with Image.open(path) as picture:
+        return picture.size
+
+
+def video_size(path: Path) -> tuple[int, int]:
+    """The first frame's size as it is shown (a display rotation of 90 degrees swaps the sides)."""
+    [frame, *_] = read_frames(path)
+    return (frame.height, frame.width) if frame.rotation % 180 else (frame.width, frame.height)
+
+
+def stated_size(size: tuple[int, int], words: list[str]) -> tuple[int, int]:
+    """What the options say an output of a content of `size` is: its shorter side --content-size
+    (0: as it is; long side truncated), then a centred square with --crop."""
+    width, height = size
+    side = int(words[words.index("--content-size") + 1])
+    if side:
+        short, long = sorted(size)
+        width, height = (side, int(side * long / short)) if width <= height else (int(side * long / short), side)
+    return (min(width, height),) * 2 if "--crop" in words else (width, height)
+
+
+def option(words: list[str], name: str) -> str:
+    return words[words.index(name) + 1]
+
+
+def check_stylize(words: list[str]) -> None:
+    output, contents, styles = option(words, "-o"), expand(words[2]), expand(words[3])
+    if output.endswith("/"):  # every combination, named <content>_stylized_<style>.<ext>
+        ext = option(words, "--ext") if "--ext" in words else "png"
+        made = {Path(output) / f"{c.stem}_stylized_{s.stem}.{ext}": c for c in contents for s in styles}
+    else:
+        made = {Path(output): contents[0]}
+    for path, content in made.items():
+        assert image_size(path) == stated_size(image_size(content), words), path
+
+
+def check_interpolate(words: list[str]) -> None:
+    cell = stated_size(image_size(Path(words[2])), words)
+    output = Path(option(words, "-o"))
+    if "--alpha-sweep" in words:
+        made = sorted(output.iterdir())
+        assert len(made) == int(option(words, "--alpha-sweep")) and {image_size(p) for p in made} == {cell}
+        return
+    width, height = image_size(output)
+    across, down = ((int(option(words, "--steps")), 1) if "--steps" in words else
+                    (int(option(words, "--grid")),) * 2 if "--grid" in words else (0, 0))
+    if not across:
+        assert (width, height) == cell
+        return
+    padding = 4  # a contact sheet: the cells in a grid with a white border; captions lengthen each cell
+    assert width == across * (cell[0] + padding) + padding
+    plain = down * (cell[1] + padding) + padding
+    assert height > plain if "--labels" in words else height == plain
+
+
+def check_video(words: list[str]) -> None:
+    source = sorted(Path().glob(words[2])) if "*" in words[2] else [Path(words[2])]
+    shown = image_size(source[0]) if source[0].suffix == ".png" else video_size(source[0])
+    output = option(words, "-o")
+    if output.endswith("/"):
+        frames = sorted(Path(output).iterdir())
+        assert frames and {image_size(p) for p in frames} == {stated_size(shown, words)}
+    else:
+        assert video_size(Path(output)) == stated_size(shown, words)
+
+
+def check_dataset(words: list[str]) -> None:
+    contents = [p for p in Path(words[2]).rglob("*") if p.is_file()]
+    made = [p for p in Path(option(words, "-o")).rglob("*") if p.is_file() and p.suffix != ".csv"]
+    if "--shard" not in words:
+        assert len(made) == len(contents) * int(option(words, "--styles-per-image"))
+    assert made and {image_size(p) for p in made} == {stated_size(image_size(c), words) for c in contents}
+
+
+def check_outputs(words: list[str], stdout: str) -> None:
+    """Each command made what it says, where it says: images of the stated size, and the files
+    and reports of the commands that make no images."""
+    command = words[1]
+    if command in ("stylize", "interpolate", "video", "dataset"):
+        {"stylize": check_stylize, "interpolate": check_interpolate, "video": check_video,
+         "dataset": check_dataset}[command](words)
+    elif command == "train":
+        assert (Path(option(words, "--out")) / "decoder.pth").stat().st_size > 0
+    elif command == "download-weights":
+        folder = Path(option(words, "--dest")) if "--dest" in words else weights_dir()
+        assert all((folder / name).stat().st_size > 0 for name in ("vgg_normalised.pth", "decoder.pth"))
+        if "--json" in words:
+            assert len([json.loads(line) for line in stdout.splitlines()]) == 2
+        else:
+            assert stdout.count("verified") == 2
+    elif "--json" in words:
+        assert json.loads(stdout)["weights_dir"] == str(weights_dir())
+    else:
+        assert command == "info" and "device:" in stdout
+
+
 @pytest.mark.parametrize("lines", command_blocks(), ids=lambda lines: lines[0][:40])
 def test_readme_commands_work(workdir: Path, lines: list[str], monkeypatch: pytest.MonkeyPatch):
     for line in lines:
@@ -136,6 +236,7 @@ def test_readme_commands_work(workdir: Path, lines: list[str], monkeypatch: pyte
                 env.setenv(name, value)
             result = CliRunner().invoke(app, words[1:])
         assert result.exit_code == 0, f"{line}\n{result.stderr}"
+        check_outputs(words, result.stdout)
 
 
 def test_readme_python_example_works(workdir: Path):

@@ -270,17 +270,23 @@ def test_a_token_is_required_on_every_request_when_set(make_client):
                        headers={"Authorization": "Bearer s3cret/+&="}).status_code == 200
 
 
-def test_uploads_never_touch_the_disk_and_nothing_is_saved_by_default(client: TestClient,
+def test_uploads_never_touch_the_disk_and_nothing_is_saved_by_default(client: TestClient, tmp_path: Path,
                                                                      monkeypatch: pytest.MonkeyPatch):
     def refuse(self):
         raise AssertionError("an upload was spooled to a temporary file")
 
+    written: list[Path] = []
     monkeypatch.setattr(tempfile.SpooledTemporaryFile, "rollover", refuse)
+    monkeypatch.setattr(web, "atomic_write", written.append)  # the one way a result reaches the disk
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
     big = io.BytesIO()
     Image.effect_noise((900, 900), 64).convert("RGB").save(big, "PNG")  # about 2.4 MB: over Starlette's 1 MB spool
     assert len(big.getvalue()) > 2**20
     response = post(client, content=big.getvalue(), content_size="64")
     assert response.status_code == 200
+    assert written == [] and list((tmp_path / "cwd").iterdir()) == []
+    assert "X-Saved-As" not in response.headers and "X-Save-Error" not in response.headers
 
 
 def test_save_writes_each_result_under_a_name_of_its_own(make_client, tmp_path: Path):

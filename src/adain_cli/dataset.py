@@ -33,7 +33,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from . import batch, color, jobs, launch
+from . import batch, jobs, launch, style_cache
 from .atomic import atomic_write, remove_stale_temporaries
 from .errors import UsageError
 from .inputs import walk_images
@@ -341,7 +341,7 @@ def default_workers() -> int:
 def open_style_bank(location: str, stylizer: Stylizer, settings: jobs.Settings) -> StyleBank | None:
     """The bank `--style-bank` names ("": the default location; "off": none), or None where a style's
     statistics hold for one content only (CORAL recolours each style towards its content)."""
-    if location == "off" or color.recolours_style(settings.color_mode):
+    if location == "off" or not style_cache.shared(settings.color_mode):
         return None
     return StyleBank(Path(location) if location else default_location(), stylizer, settings)
 

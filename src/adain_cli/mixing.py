@@ -22,6 +22,17 @@ from .model import STRIDE, FeatureStats, adain, feature_stats
 from .tiling import pad_to_stride
 
 
+def parse_weights(text: str | None) -> tuple[float, ...] | None:
+    """--weights (or a request's weights field) "0.5,0.3,0.2" as numbers (None or blank: none
+    given); UsageError if they are not numbers. Whether they can mix is `normalise_weights`'s to say."""
+    if text is None or not text.strip():
+        return None
+    try:
+        return tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise UsageError(f"weights: expected comma-separated numbers such as 0.5,0.3,0.2, got {text!r}") from None
+
+
 def normalise_weights(weights: Sequence[float] | None, count: int) -> tuple[float, ...]:
     """Non-negative weights, one per style, scaled to sum to 1; None gives equal weights."""
     if count < 2:
@@ -160,13 +171,3 @@ def masked_target(labels: Tensor, features: Tensor, styles: Sequence[FeatureStat
     check_regions(fractions, set(labels.unique().tolist()))
     return regional_adain(features, fractions, styles)
 
-
-def parse_weights(text: str | None) -> tuple[float, ...] | None:
-    """"0.7,0.3" as numbers (None or blank: none given); UsageError if it is not a list of numbers.
-    Whether they can mix is `normalise_weights`'s to say."""
-    if text is None or not text.strip():
-        return None
-    try:
-        return tuple(float(part) for part in text.split(","))
-    except ValueError:
-        raise UsageError(f"weights: expected comma-separated numbers such as 0.7,0.3, got {text!r}") from None

@@ -31,6 +31,12 @@ STATS_ENTRIES = 4096  # 4 KB each
 IMAGE_BYTES = 1 << 30
 
 
+def shared(color_mode: color.ColorMode) -> bool:
+    """Whether a style's statistics hold for every content in `color_mode` (so that they may be
+    kept, and banked); not where the style is recoloured towards each content."""
+    return not color.recolours_style(color_mode)
+
+
 class StyleCache:
     """Statistics by key for one Stylizer and one way of preparing styles. Keys are style files
     when there is a `bank` (it looks styles up by file); lookups are safe from any thread."""
@@ -59,9 +65,7 @@ class StyleCache:
 
     def holds(self, key: Hashable, color_mode: color.ColorMode) -> bool:
         """Whether `stats` for this style needs no decoding (a server decodes only what it must)."""
-        if color.recolours_style(color_mode):
-            return key in self._images
-        return key in self._stats
+        return key in self._stats if shared(color_mode) else key in self._images
 
     def expect(self, keys: Iterable[Hashable], fetch: Callable[[Hashable], Tensor], pool: Executor,
                color_mode: color.ColorMode, ahead: int = 2) -> None:
@@ -70,18 +74,17 @@ class StyleCache:
         sit in memory as pixels."""
         self._upcoming.extend(dict.fromkeys(keys))
         self._pool, self._fetch, self._ahead = pool, fetch, ahead
-        self._bank_ahead = self._bank is not None and not color.recolours_style(color_mode)
+        self._bank_ahead = self._bank is not None and shared(color_mode)
         self._top_up()
 
     def stats(self, key: Hashable, load: Callable[[], Tensor], content: EncodedContent | None = None,
               color_mode: color.ColorMode = "style") -> FeatureStats:
         """The style's statistics for this content (`load` decodes it if it must be); the
         style's ImageError if it cannot be read, the raw error if it cannot be encoded."""
-        per_content = color.recolours_style(color_mode)
         found = self._stats.get(key)
         if isinstance(found, ImageError):
             raise found
-        if per_content:
+        if not shared(color_mode):
             image = self._images.get(key)
             if image is None:
                 image = self._fetched(key, load, use_bank=False)  # type: ignore[assignment]

@@ -26,7 +26,6 @@ import io
 import ipaddress
 import logging
 import os
-import platform
 import re
 import secrets
 import signal
@@ -40,7 +39,6 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import parse_qs, quote, unquote_plus
 
-import torch
 from fastapi import Depends, FastAPI, File, Form, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
@@ -55,7 +53,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import parse_options_header
 
-from . import __version__, color, images, mixing
+from . import __version__, about, color, images, mixing
 from .atomic import atomic_write
 from .errors import AdainError, Busy, ImageError, OutputError, RequestError, UsageError
 from .inputs import walk_images
@@ -487,10 +485,9 @@ def create_app(engine: Engine, library: Library | None = None, options: Options 
     @api.get("/v1/info", summary="Versions, device, weights, queue and limits")
     async def info() -> dict[str, Any]:
         execution = engine.stylizer.execution
-        return {"adain_cli": __version__, "python": platform.python_version(), "torch": torch.__version__,
-                "device": str(execution.device), "dtype": str(execution.dtype).removeprefix("torch."),
-                "batch_size": execution.batch_size, "weights": options.weights,
-                "queue": engine.queue_length, "served": engine.served,
+        return {**about.versions(), "device": str(execution.device),
+                "dtype": str(execution.dtype).removeprefix("torch."), "batch_size": execution.batch_size,
+                "weights": options.weights, "queue": engine.queue_length, "served": engine.served,
                 "limits": {"max_upload_bytes": engine.limits.max_upload, "max_pixels": engine.limits.max_pixels,
                            "queue": engine.limits.queue, "memory_bytes": engine.budget.limit},
                 "memory_held": engine.budget.held, "cache": engine.cache_stats(), "styles": len(library.files)}
@@ -725,6 +722,27 @@ def redact(text: str) -> str:
         return f"{match.group(1)}{name}=[redacted]" if unquote_plus(name) == "token" else match.group(0)
 
     return re.sub(r"([?&])([^=&\s\"]*)=[^&\s\"]*", value_hidden, text)
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """The listening socket, bound before the model loads: a busy port fails at once (UsageError, exit 2)."""
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        listener = socket.socket(family, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((host, port))
+        listener.listen(128)
+    except OSError as exc:
+        raise UsageError(f"{host}:{port}: cannot listen ({exc.strerror or exc})") from None
+    return listener
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a server bound to `host` is reachable from this machine only."""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def serve_forever(app: Any, listener: socket.socket, *, debug: bool = False,
