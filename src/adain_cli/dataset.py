@@ -274,7 +274,7 @@ class Manifest:
         self.done: dict[Path, dict[str, str]] = {}
         for job in plan.jobs:
             row = previous.get(self._relative(job.output, plan.out))
-            if row is not None and row["status"] == "written" and job.output.exists():
+            if row is not None and row["status"] == "written" and jobs.exists(job.output):
                 self._check_same(row, job)
                 self.done[job.output] = row
         buffer = io.StringIO()

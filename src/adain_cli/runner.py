@@ -12,8 +12,9 @@ out) and `adain serve` (requests in, answers out) are each a source of `Item`s a
 What they share is written here once: bounded queues (memory does not grow with the input),
 output order, one failure rule (a batch that fails is retried item by item, so that one
 item's failure is its own), and cancellation: an item may decline to start (a request whose
-client left), KeyboardInterrupt stops the run with every thread joined, and nothing an item
-does stops the runner — only the source's own error or the sink's does.
+client left), KeyboardInterrupt stops the run with every thread joined, and no item's failure
+stops the runner unless the item says so (a video has no holes) — otherwise only the
+source's own error or the sink's does.
 
 The admission `Budget` lives here too: the bytes that items decoding and waiting may hold.
 """
