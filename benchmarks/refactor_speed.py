@@ -33,9 +33,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from fractions import Fraction
@@ -140,13 +140,11 @@ def serve_workload(contents: list[bytes], styles: list[bytes], clients: int, dev
             address = line.split()[2]
             with httpx.Client(timeout=300) as session:
                 post(session, address, 0)  # one-off costs of the first request belong to start-up
-            threads = [threading.Thread(target=client, args=(address, k)) for k in range(clients)]
-            began = time.perf_counter()
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
-            return time.perf_counter() - began
+            with ThreadPoolExecutor(clients) as pool:
+                began = time.perf_counter()
+                for done in [pool.submit(client, address, k) for k in range(clients)]:
+                    done.result()  # a failed request fails the run, not just its thread
+                return time.perf_counter() - began
         finally:
             process.terminate()
             process.wait(60)
@@ -193,9 +191,9 @@ def report(results: dict[str, dict], info: dict[str, object], rounds: int) -> No
     print(f"{'workload':9s} {'items':>12s} {'before s':>9s} {'after s':>9s} {'after/before':>12s} "
           f"{'before/s':>9s} {'after/s':>9s}")
     for name, row in results.items():
-        print(f"{name:9s} {str(row['items']) + ' ' + row['unit']:>12s} {row['median_before']:9.2f} {row['median_after']:9.2f} "
-              f"{row['ratio']:12.3f} {row['items'] / row['median_before']:9.2f} "
-              f"{row['items'] / row['median_after']:9.2f}")
+        items, before, after = f"{row['items']} {row['unit']}", row["median_before"], row["median_after"]
+        print(f"{name:9s} {items:>12s} {before:9.2f} {after:9.2f} {row['ratio']:12.3f} "
+              f"{row['items'] / before:9.2f} {row['items'] / after:9.2f}")
 
 
 def main() -> None:
@@ -208,6 +206,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     rounds = args.rounds or (1 if args.quick else 3)
+    info = machine()
     trees = {"before": args.before.resolve(), "after": args.after.resolve()}
     output = args.json.resolve() if args.json else None
     here = Path.cwd()
@@ -233,7 +232,6 @@ def main() -> None:
                     shutil.rmtree(folder)
                     print(f"  round {r + 1} {job.name} {label}: {seconds:.2f} s", file=sys.stderr, flush=True)
         os.chdir(here)
-    info = machine()
     results = {}
     for job in jobs:
         before, after = (statistics.median(times[job.name][label]) for label in ("before", "after"))
