@@ -157,22 +157,23 @@ def workloads(root: Path, sizes: Sizes, device: str) -> list[Workload]:
     cpu = ["--device", device, "-q"]
     save_photos(root / "batch", sizes.contents, "c{i}.png")
     styles = copy_paintings(root / "paintings", max(sizes.styles, 3))
-    (root / "two").mkdir()
+    chosen = root / "batch-styles"
+    chosen.mkdir()
     for path in sorted(styles.iterdir())[:sizes.styles]:
-        shutil.copy(path, root / "two" / path.name)
+        shutil.copy(path, chosen / path.name)
     make_clip(root / "clip.mp4", sizes.frames, 240, 320, Fraction(25))
     save_photos(root / "imagenet", sizes.images, "n0{label}/{i:04d}.JPEG")
-    painting = next(iter(sorted(styles.iterdir())))
+    painting = sorted(styles.iterdir())[0]
     return [
         cli_workload("batch", sizes.contents * sizes.styles, "images",
-                     ["stylize", str(root / "batch"), str(root / "two"), "-o", "{out}", "--content-size", "256",
+                     ["stylize", str(root / "batch"), str(chosen), "-o", "{out}", "--content-size", "256",
                       *STYLE_SIZE, *cpu]),
         cli_workload("video", sizes.frames, "frames",
                      ["video", str(root / "clip.mp4"), str(painting), "-o", "{out}.mp4", *STYLE_SIZE, *cpu]),
         cli_workload("dataset", sizes.images, "images",
                      ["dataset", str(root / "imagenet"), str(styles), "-o", "{out}", "--seed", "0", *STYLE_SIZE,
                       *cpu]),
-        serve_workload(photos(sizes.requests, 256), [p.read_bytes() for p in sorted((root / "two").iterdir())],
+        serve_workload(photos(sizes.requests, 256), [p.read_bytes() for p in sorted(chosen.iterdir())],
                        sizes.clients, device),
     ]
 
