@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 
 import pytest
 import torch
@@ -74,10 +75,15 @@ def test_batched_rendering_equals_one_pair_at_a_time(stylizer):
         torch.testing.assert_close(together[i:i + 1], alone, atol=1e-5, rtol=1e-4)
 
 
-def test_a_batch_of_same_size_contents_is_encoded_in_one_call(stylizer, images_dir, tmp_path):
+def test_a_batch_of_same_size_contents_is_encoded_in_one_call(stylizer, images_dir, tmp_path, monkeypatch):
     calls = []
     handle = stylizer.encoder.register_forward_hook(lambda module, args, out: calls.append(args[0].shape[0]))
     settings = jobs.Settings(content_size=32, style_size=32, crop=True)
+    # The batcher takes the contents that are decoded by the time the first is: let the first be slow.
+    load = jobs.Settings.load_content
+    first = sorted(expand(images_dir / "content"))[0]
+    monkeypatch.setattr(jobs.Settings, "load_content",
+                        lambda self, path: (time.sleep(0.5) if path == first else None, load(self, path))[1])
     try:
         planned = batch.plan(expand(images_dir / "content"), expand(images_dir / "style"), tmp_path / "b3")
         results = batch.run(Stylizer(stylizer.encoder, stylizer.decoder, "cpu", batch_size=3), planned, settings)

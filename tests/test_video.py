@@ -506,10 +506,14 @@ def test_interrupting_leaves_no_partial_output_and_the_old_one_intact(weights_ho
                "--overwrite", "--style-size", "0"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                env={**os.environ, "ADAIN_HOME": str(weights_home)})
-    deadline = time.monotonic() + 60
-    while not list(tmp_path.glob(".o.mp4.*.tmp")) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    time.sleep(0.5)
+    # The sink's temporary, not the write probe (named alike, gone at once): one seen twice, 0.3 s apart.
+    deadline, seen = time.monotonic() + 60, set()
+    while time.monotonic() < deadline:
+        now = {p.name for p in tmp_path.glob(".o.mp4.*.tmp")}
+        if now & seen:
+            break
+        seen = now
+        time.sleep(0.3)
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr
