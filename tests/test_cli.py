@@ -471,3 +471,27 @@ def test_ctrl_c_exits_130_keeping_finished_outputs(weights_home, images_dir, tmp
     assert result.exit_code == 130
     one_error_line(result, "interrupted")
     assert sorted((tmp_path / "out").iterdir()) == saved
+
+
+def test_sigterm_stops_stylize_as_ctrl_c_does_with_nothing_partial(weights_home: Path, tmp_path: Path):
+    import signal
+    import time
+
+    (tmp_path / "content").mkdir()
+    for i in range(40):
+        synthetic_image(96, 96, seed=i).save(tmp_path / "content" / f"c{i:02d}.png")
+    synthetic_image(64, 64, seed=99).save(tmp_path / "s.png")
+    out = tmp_path / "out"
+    process = subprocess.Popen([sys.executable, "-m", "adain_cli", "stylize", str(tmp_path / "content"),
+                                str(tmp_path / "s.png"), "-o", str(out), "--device", "cpu"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "ADAIN_HOME": str(weights_home)})
+    deadline = time.monotonic() + 60
+    while not list(out.glob("*.png")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "interrupted" in stderr and "Traceback" not in stderr
+    written = sorted(p.name for p in out.iterdir())
+    assert 0 < len(written) < 40 and all(name.endswith(".png") and not name.startswith(".") for name in written)

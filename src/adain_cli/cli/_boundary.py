@@ -65,9 +65,11 @@ class OneLineErrors(TyperGroup):
 
 @contextmanager
 def error_boundary(debug: bool) -> Iterator[None]:
-    """The one place core errors become a message on stderr and an exit code."""
+    """The one place core errors become a message on stderr and an exit code; SIGTERM stops
+    a command as Ctrl-C does (a command that handles signals itself, serve or train, sets its own)."""
     try:
-        yield
+        with interrupt_on_sigterm():
+            yield
     except AdainError as exc:
         if debug:
             traceback.print_exc()

@@ -12,7 +12,7 @@ import typer
 from .. import dataset, images, jobs
 from .. import style_bank as style_bank_module
 from . import _options as opt
-from ._boundary import error_boundary, interrupt_on_sigterm, warn
+from ._boundary import error_boundary, warn
 from ._model import load_stylizer
 from ._progress import Counter, counting, report_failure, to_stderr
 
@@ -86,7 +86,7 @@ def dataset_command(
                 typer.echo(f"adain: note: {prefix}{notice}", err=True)
         stylizer = load_stylizer(vgg, decoder, execution, offline=offline, quiet=quiet)
         bank = dataset.open_style_bank(style_bank, stylizer, settings)
-        with interrupt_on_sigterm(), counting("images", quiet or as_json, prefix) as counter:
+        with counting("images", quiet or as_json, prefix) as counter:
             result = dataset.run(stylizer, plan, settings, bank=bank, workers=workers or dataset.default_workers(),
                                  on_outcome=_reporter(counter, debug),
                                  on_start=None if counter is None else counter.start)

@@ -11,7 +11,7 @@ import typer
 from .. import images, mixing, steady
 from ..errors import UsageError
 from . import _options as opt
-from ._boundary import error_boundary, interrupt_on_sigterm, warn
+from ._boundary import error_boundary, warn
 from ._model import load_stylizer
 from ._progress import counting
 
@@ -113,7 +113,7 @@ def video_command(
                 result = video.Result(plan, "skipped")
             else:
                 stylizer = load_stylizer(vgg, decoder, execution, offline=offline, quiet=quiet)
-                with interrupt_on_sigterm(), counting("frames", quiet or as_json) as counter:
+                with counting("frames", quiet or as_json) as counter:
                     if counter is not None:
                         counter.start(plan.source.info.frames)
                     result = video.run(stylizer, plan, settings, None if counter is None else counter.advance)
