@@ -128,6 +128,40 @@ def test_a_batch_takes_what_is_ready_of_one_size_and_colour_mode(stylizer):
     assert sink.keys == [f"{name}/0" for name in "abcdef"]
 
 
+class Slow(Item):
+    def load(self):
+        time.sleep(0.1)
+        return super().load()
+
+
+def test_a_run_that_fills_its_batches_waits_for_decoding_a_stream_takes_what_is_ready(stylizer):
+    filled, calls = recording(stylizer, batch_size=3)
+    Runner(filled, workers=1, fill=True).run([Slow(f"c{i}") for i in range(6)], Collected())
+    assert calls["encode"] == [3, 3]  # whatever the timing: a run's pixels never depend on it
+    streamed, calls = recording(stylizer, batch_size=3)
+    Runner(streamed, workers=1).run([Slow(f"c{i}") for i in range(6)], Collected())
+    assert calls["encode"][0] == 1 and sum(calls["encode"]) == 6  # the next was still decoding
+
+
+def test_after_ctrl_c_the_results_already_made_still_reach_the_sink(stylizer):
+    # A dataset's manifest must record what was written before the interruption.
+    made, _ = recording(stylizer, batch_size=1)
+    real = made.render_batch
+    count = []
+
+    def interrupted(*args, **kwargs):
+        count.append(1)
+        if len(count) == 4:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    made.render_batch = interrupted  # type: ignore[method-assign]
+    sink = Collected()
+    with pytest.raises(KeyboardInterrupt):
+        Runner(made, behind=10).run((Item(f"c{i}") for i in range(10)), sink)
+    assert sink.keys == ["c0/0", "c1/0", "c2/0"]
+
+
 def test_a_batch_that_fails_is_retried_item_by_item_so_one_failure_is_its_own(stylizer):
     # The encoder fails on batches of more than one (as if they did not fit), and on the one "bad" content.
     bad = picture(hash("bad") % 1000)

@@ -155,7 +155,7 @@ def test_changing_only_alpha_or_weights_encodes_nothing_again(client: TestClient
     ({"weights": "1,2"}, "weights mix several styles"),
     ({"weights": "a,b"}, "comma-separated numbers"),
     ({"format": "gif"}, "format must be png, jpeg or webp"),
-    ({"preserve_color": "true", "luminance_only": "true"}, "choose one of"),
+    ({"preserve_color": "true", "luminance_only": "true"}, "choose one of preserve_color and luminance_only"),
     ({"content_size": "8"}, "content-size must be 0"),
     ({"style_name": "../etc/passwd"}, "not in the styles folder"),
 ])

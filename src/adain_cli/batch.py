@@ -155,7 +155,8 @@ def run(stylizer: Stylizer, planned: list[Job], settings: jobs.Settings,
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="adain-style") as pool:
         styles.expect([job.style for item in work for job in item.todo], settings.load_style, pool,
                       settings.color_mode, ahead=max(2, workers))
-        Runner(stylizer, workers=workers).run(work, _Files(settings, record))
+        # fill: a batch's make-up, and so a float's last bit on some devices, never depends on timing.
+        Runner(stylizer, workers=workers, fill=True).run(work, _Files(settings, record))
     return record.outcomes
 
 

@@ -67,10 +67,12 @@ def keep_content_colors(stylized: Tensor, content: Tensor) -> Tensor:
     return rgb.clamp(0, 1)
 
 
-def mode_from_flags(preserve_color: bool, luminance_only: bool) -> ColorMode:
-    """The colour mode `--preserve-color` / `--luminance-only` ask for; both at once is a UsageError."""
+def mode_from_flags(preserve_color: bool, luminance_only: bool,
+                    names: tuple[str, str] = ("--preserve-color", "--luminance-only")) -> ColorMode:
+    """The colour mode `--preserve-color` / `--luminance-only` ask for; both at once is a UsageError
+    that says them by `names` (a request's fields, say)."""
     if preserve_color and luminance_only:
-        raise UsageError("choose one of --preserve-color and --luminance-only")
+        raise UsageError(f"choose one of {names[0]} and {names[1]}, not both")
     return "coral" if preserve_color else "luminance" if luminance_only else "style"
 
 

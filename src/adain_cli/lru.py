@@ -43,6 +43,11 @@ class Recent(Generic[K, V]):
                 _, dropped = self._items.popitem(last=False)
                 self._size -= self._size_of(dropped)
 
+    def hold_at_least(self, entries: int) -> None:
+        """Raise the entry bound (never lower it): for a caller that knows how many it will need."""
+        with self._lock:
+            self._max_entries = max(self._max_entries, entries)
+
     def __contains__(self, key: object) -> bool:
         with self._lock:
             return key in self._items

@@ -116,12 +116,17 @@ class Runner:
     """A Stylizer's stages behind a bounded feed and in front of an ordered, bounded sink."""
 
     def __init__(self, stylizer: Stylizer, *, workers: int = 2, ahead: int | None = None,
-                 finishers: int | None = None, behind: int | None = None,
-                 collate: Callable[[list[Tensor]], Tensor] = stack) -> None:
+                 finishers: int | None = None, behind: int | None = None, fill: bool = False,
+                 collate: Callable[[list[Tensor]], Tensor] = stack,
+                 to_host: Callable[[Tensor], Tensor] = lambda out: out.detach().to("cpu")) -> None:
         """`workers`: threads decoding ahead and finishing behind; `ahead`: contents decoded
         or decoding at most (default: a batch and one per worker); `finishers`: results
         finished at once (1 keeps them in order, as a video encoder needs; default `workers`);
-        `behind`: results waiting to be finished at most, which bounds the memory they hold."""
+        `behind`: results waiting to be finished at most, which bounds the memory they hold.
+        `fill`: wait for the next item's decoding to fill a batch rather than take only what
+        is ready, so that a run's batches, and so its pixels, never depend on timing (files;
+        a stream's latency wants what is ready). `collate` stacks decoded contents for the
+        encoder; `to_host` brings a batch of results off the device (a video's as 8 bits)."""
         if workers < 1:
             raise ValueError(f"workers must be at least 1, got {workers}")
         self.stylizer = stylizer
@@ -130,7 +135,7 @@ class Runner:
         self._ahead = ahead or self.batch_size + workers
         self._finishers = finishers or workers
         self._behind = behind or max(4, 2 * workers)
-        self._collate = collate
+        self._collate, self._to_host, self._fill = collate, to_host, fill
 
     def run(self, items: Iterable[Item], sink: Sink[R], on_batch: Callable[[int], None] | None = None) -> int:
         """Every item through the stages; the number of items whose work started. Returns when
@@ -144,34 +149,38 @@ class Runner:
                                       daemon=True)
             feeder.start()
             try:
-                return self._drive(ready, sink, on_batch, answer_at_once=False)
+                return self._drive(ready, sink, on_batch, answer_at_once=False, fill=self._fill)
             finally:
                 stop.set()
                 _drain(ready)
                 feeder.join()
 
-    def serve(self, source: queue.Queue[Item | None], sink: Sink[R]) -> int:
+    def serve(self, source: queue.Queue[Item | None], sink: Sink[R],
+              on_batch: Callable[[int], None] | None = None) -> int:
         """Items from a queue that other threads fill (a server's requests, decoded already:
-        `load` is called here), until None comes; the number of items whose work started."""
-        return self._drive(source, sink, None, answer_at_once=True)
+        `load` is called here), until None comes; the number of items whose work started.
+        Each batch's results are handed over before the next batch begins."""
+        return self._drive(source, sink, on_batch, answer_at_once=True, fill=False)
 
     def _drive(self, ready: queue.Queue, sink: Sink[R], on_batch: Callable[[int], None] | None,
-               answer_at_once: bool) -> int:
-        """The batches through the stages. `answer_at_once`: before waiting for more work, hand
-        every result over (a server's clients wait for theirs; a run's sink can wait for the end)."""
+               answer_at_once: bool, fill: bool) -> int:
+        """The batches through the stages. `answer_at_once`: every batch's results handed over
+        before the next begins (a server's clients wait for theirs; a run's sink can wait)."""
         with ThreadPoolExecutor(self._finishers, thread_name_prefix="adain-finish") as finishers:
             behind = _Behind(sink, finishers, self._behind)
             try:
                 count = 0
-                for batch in _batches(ready, self.batch_size, behind.finish if answer_at_once else None):
+                for batch in _batches(ready, self.batch_size, fill):
                     count += len(batch)
                     self._stylize(batch, behind)
+                    if answer_at_once:
+                        behind.finish()
                     if on_batch is not None:
                         on_batch(len(batch))
                 behind.finish()
                 return count
             finally:
-                behind.cancel()
+                behind.stop()
 
     def _stylize(self, batch: list[_Begun], behind: _Behind) -> None:
         mode = batch[0].item.color_mode
@@ -227,6 +236,7 @@ class Runner:
             for render in renders:
                 self._render([render], mode, behind)
             return
+        out = self._to_host(out)  # the whole batch in one copy
         for i, render in enumerate(renders):
             behind.add(render.key, out[i:i + 1])
 
@@ -304,14 +314,12 @@ def _entry(entry: object) -> _Queued | _Begun | _End:
     return (entry, None)  # type: ignore[return-value]
 
 
-def _batches(ready: queue.Queue, size: int, before_waiting: Callable[[], None] | None = None,
-             ) -> Iterator[list[_Begun]]:
-    """Wait for one item, then take those that are ready, up to `size`, while they have one
-    content size and colour mode; an item that does not fit (or is still decoding) starts the next batch."""
+def _batches(ready: queue.Queue, size: int, fill: bool = False) -> Iterator[list[_Begun]]:
+    """Wait for one item, then take those that are ready (`fill`: the next ones, once decoded),
+    up to `size`, while they have one content size and colour mode; an item that does not fit
+    (or, without `fill`, is still decoding) starts the next batch."""
     held: _Queued | _Begun | _End | None = None
     while True:
-        if held is None and before_waiting is not None and ready.empty():
-            before_waiting()
         entry = held if held is not None else _entry(ready.get())
         held = None
         if isinstance(entry, _End):
@@ -324,10 +332,11 @@ def _batches(ready: queue.Queue, size: int, before_waiting: Callable[[], None] |
         batch = [first]
         while len(batch) < size:
             try:
-                entry = _entry(ready.get_nowait())
+                entry = _entry(ready.get() if fill else ready.get_nowait())
             except queue.Empty:
                 break
-            if isinstance(entry, _End) or (isinstance(entry, tuple) and entry[1] is not None and not entry[1].done()):
+            if isinstance(entry, _End) or (
+                    not fill and isinstance(entry, tuple) and entry[1] is not None and not entry[1].done()):
                 held = entry
                 break
             begun = entry if isinstance(entry, _Begun) else _begin(*entry)
@@ -364,7 +373,6 @@ class _Behind:
         self._pending: deque[tuple[object, Future | BaseException]] = deque()
 
     def add(self, key: object, image: Tensor) -> None:
-        image = image.detach().to("cpu", non_blocking=False)
         self._pending.append((key, self._pool.submit(self._sink.finish, key, image)))
         self._hand_over(block=len(self._pending) > self._limit)
 
@@ -390,12 +398,26 @@ class _Behind:
         while self._pending:
             self._hand_over(block=True)
 
-    def cancel(self) -> None:
-        """After a stop: results not handed over are dropped, their finishing cancelled where it has not begun."""
-        for _, result in self._pending:
+    def stop(self) -> None:
+        """After the run stopped (Ctrl-C, a source's or the sink's error): results not finished
+        yet are let go, those finished or finishing are handed over, so that what was written
+        is recorded (a dataset's manifest); a sink that fails again ends it."""
+        pending, self._pending = self._pending, deque()
+        for _, result in pending:
             if isinstance(result, Future):
                 result.cancel()
-        self._pending.clear()
+        try:
+            for key, result in pending:
+                if isinstance(result, Future):
+                    if result.cancelled():
+                        continue
+                    try:
+                        result = result.result()
+                    except Exception as exc:
+                        result = exc
+                self._sink.done(key, result)
+        except Exception:  # the sink is what failed: the run's own error is the one to raise
+            pass
 
 
 # --- admission ---------------------------------------------------------------------------------

@@ -184,10 +184,13 @@ class Engine:
         self._closing = False
         self._closing_lock = threading.Lock()
         self._contents: Recent[tuple[str, int], EncodedContent] = Recent(64, CONTENT_CACHE_BYTES, _content_bytes)
-        self._styles = StyleCache(stylizer, entries=STYLE_CACHE_ENTRIES)
+        # Statistics only: pictures kept for --preserve-color would be memory outside the Budget,
+        # and a failure (out of memory) must not outlive its request.
+        self._styles = StyleCache(stylizer, entries=STYLE_CACHE_ENTRIES, keep_images=False, keep_failures=False)
         self._runner = Runner(stylizer, workers=1)
         self._begun: set[_Job] = set()  # work begun and not yet answered
         self._seconds = 1.0  # a running average of one request's time, for Retry-After
+        self._batch_began: float | None = None
         self.served = 0
         self._worker = threading.Thread(target=self._serve, name="adain-engine", daemon=True)
         self._worker.start()
@@ -296,12 +299,21 @@ class Engine:
     def _serve(self) -> None:
         while True:
             try:
-                self._runner.serve(self._queue, self)  # returns when close() says so
+                self._runner.serve(self._queue, self, self._batch_done)  # returns when close() says so
                 return
             except BaseException as exc:  # the runner fails items alone; this is anything else
                 _log.error("adain serve: the worker restarts after %s", jobs.failure_reason(exc))
                 for job in list(self._begun):
                     self.done(job, RequestError(500, f"stylization failed ({type(exc).__name__})"))
+                if self._closing:  # the stop marker may have gone with the failure
+                    return
+                time.sleep(0.1)  # a failure that repeats must not spin
+
+    def _batch_done(self, count: int) -> None:
+        if self._batch_began is not None:
+            seconds = (time.perf_counter() - self._batch_began) / count
+            self._seconds = 0.8 * self._seconds + 0.2 * seconds
+        self._batch_began = None
 
     def finish(self, job: _Job, image: torch.Tensor) -> Image.Image:  # the runner's sink, on its worker
         return images.to_image(image)
@@ -311,7 +323,6 @@ class Engine:
             _settle(job.work.future, error=as_request_error(result))
         else:
             _settle(job.work.future, result)
-        self._seconds = 0.8 * self._seconds + 0.2 * (time.perf_counter() - job.began)
         self.served += 1
         self._begun.discard(job)
 
@@ -326,13 +337,13 @@ class _Job:
         self.color_mode = request.color_mode
         self._key = (request.content.digest, request.content_size)
         self._cached: EncodedContent | None = None
-        self.began = 0.0
 
     def begin(self) -> bool:
         # From here on the future cannot be cancelled, so settling it cannot fail.
         if not self.work.future.set_running_or_notify_cancel():
             return False
-        self.began = time.perf_counter()
+        if self._engine._batch_began is None:
+            self._engine._batch_began = time.perf_counter()
         self._engine._begun.add(self)
         return True
 

@@ -39,15 +39,21 @@ def shared(color_mode: color.ColorMode) -> bool:
 
 class StyleCache:
     """Statistics by key for one Stylizer and one way of preparing styles. Keys are style files
-    when there is a `bank` (it looks styles up by file); lookups are safe from any thread."""
+    when there is a `bank` (it looks styles up by file). Used from one thread (the runner's);
+    `holds` may be asked from any."""
 
     def __init__(self, stylizer: Stylizer, *, bank: StyleBank | None = None, entries: int = STATS_ENTRIES,
-                 image_bytes: int = IMAGE_BYTES) -> None:
+                 image_bytes: int = IMAGE_BYTES, keep_images: bool = True, keep_failures: bool = True) -> None:
+        """`entries`: statistics kept at most (4 KB each); `keep_images`: whether pictures are
+        kept for per-content colour modes (`image_bytes` of them at most); `keep_failures`:
+        whether a style that failed fails again at once (a run) or is tried again (a server,
+        where out of memory may pass)."""
         self._stylizer = stylizer
         self._bank = bank
-        # A style that cannot be read is remembered with its error: its other pairs fail alike, at once.
-        self._stats: Recent[Hashable, FeatureStats | ImageError] = Recent(entries)
+        # A style that cannot be used is remembered with its error: its other pairs fail alike, at once.
+        self._stats: Recent[Hashable, FeatureStats | Exception] = Recent(entries)
         self._images: Recent[Hashable, Tensor] = Recent(entries, image_bytes, lambda image: image.nbytes)
+        self._keep_images, self._keep_failures = keep_images, keep_failures
         self._upcoming: deque[Hashable] = deque()
         self._fetching: dict[Hashable, Future[Tensor | FeatureStats]] = {}
         self._pool: Executor | None = None
@@ -72,7 +78,9 @@ class StyleCache:
         """Styles that will be asked for in this order, in `color_mode`: fetched on `pool` (from
         the bank, else decoded by `fetch`), `ahead` at a time — a folder of thousands must not
         sit in memory as pixels."""
-        self._upcoming.extend(dict.fromkeys(keys))
+        upcoming = dict.fromkeys(keys)
+        self._stats.hold_at_least(len(upcoming))  # a run's styles are all kept: 4 KB each
+        self._upcoming.extend(upcoming)
         self._pool, self._fetch, self._ahead = pool, fetch, ahead
         self._bank_ahead = self._bank is not None and shared(color_mode)
         self._top_up()
@@ -82,13 +90,14 @@ class StyleCache:
         """The style's statistics for this content (`load` decodes it if it must be); the
         style's ImageError if it cannot be read, the raw error if it cannot be encoded."""
         found = self._stats.get(key)
-        if isinstance(found, ImageError):
+        if isinstance(found, Exception):
             raise found
         if not shared(color_mode):
             image = self._images.get(key)
             if image is None:
                 image = self._fetched(key, load, use_bank=False)  # type: ignore[assignment]
-                self._images.put(key, image)  # type: ignore[arg-type]
+                if self._keep_images:
+                    self._images.put(key, image)  # type: ignore[arg-type]
             return self._stylizer.style_stats(image, content, color_mode)
         return found if found is not None else self._encoded(key, load)
 
@@ -97,7 +106,11 @@ class StyleCache:
         if isinstance(fetched, FeatureStats):
             stats = fetched
         else:
-            stats = self._stylizer.style_stats(fetched)
+            try:
+                stats = self._stylizer.style_stats(fetched)
+            except Exception as exc:  # out of memory, say: its other pairs fail at once too
+                self._failed(key, exc)
+                raise
             if self._bank is not None:
                 self._store(key, stats)
         self._stats.put(key, stats)
@@ -113,8 +126,12 @@ class StyleCache:
             banked = self._bank.get(key) if use_bank and self._bank is not None else None  # type: ignore[arg-type]
             return banked if banked is not None else load()
         except ImageError as exc:
-            self._stats.put(key, exc)
+            self._failed(key, exc)
             raise
+
+    def _failed(self, key: Hashable, error: Exception) -> None:
+        if self._keep_failures:
+            self._stats.put(key, error)
 
     def _store(self, key: Hashable, stats: FeatureStats) -> None:
         if self._pool is None:

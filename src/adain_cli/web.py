@@ -530,9 +530,9 @@ def create_app(engine: Engine, library: Library | None = None, options: Options 
             raise RequestError(400, f"at most {MAX_STYLES} styles, got {count}")
         uploads = [Upload(s.filename or "style", await s.read()) for s in style or []]
         uploads += [await asyncio.to_thread(library.upload, name) for name in style_name or []]
+        mode = color.mode_from_flags(preserve_color, luminance_only, ("preserve_color", "luminance_only"))
         request = Request(Upload(content.filename or "content", await content.read()), tuple(uploads), alpha,
-                          mixing.parse_weights(weights), color.mode_from_flags(preserve_color, luminance_only),
-                          content_size, style_size)
+                          mixing.parse_weights(weights), mode, content_size, style_size)
         began = time.perf_counter()
         # Prepared and queued in one go: a request cancelled meanwhile still leaves its work in
         # the engine, which settles it and gives its memory back (none is left reserved for ever).

@@ -6,7 +6,7 @@ import signal
 import sys
 import traceback
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import typer
@@ -64,11 +64,11 @@ class OneLineErrors(TyperGroup):
 
 
 @contextmanager
-def error_boundary(debug: bool) -> Iterator[None]:
-    """The one place core errors become a message on stderr and an exit code; SIGTERM stops
-    a command as Ctrl-C does (a command that handles signals itself, serve or train, sets its own)."""
+def error_boundary(debug: bool, sigterm: bool = True) -> Iterator[None]:
+    """The one place core errors become a message on stderr and an exit code. SIGTERM stops
+    a command as Ctrl-C does, unless `sigterm` is False (`serve`, which ends on it with 0)."""
     try:
-        with interrupt_on_sigterm():
+        with interrupt_on_sigterm() if sigterm else nullcontext():
             yield
     except AdainError as exc:
         if debug:

@@ -69,7 +69,7 @@ def serve_command(
     debug: opt.Debug = False,
 ) -> None:
     """Serve a web page and an HTTP API (POST /v1/stylize) with the model kept warm."""
-    with error_boundary(debug):
+    with error_boundary(debug, sigterm=False):
         web = _web_module()
 
         limits = serve.Limits(round(max_upload_mb * 2**20), max_pixels, queue)
