@@ -1,4 +1,5 @@
-"""One runner under every command: contents decoded ahead, batched, stylized, finished behind.
+"""The one runner under the commands that stylize streams of images (stylize, dataset, video,
+serve): contents decoded ahead, batched, stylized, finished behind.
 
     source --items--> feeder thread: each item's content decoded on a worker, a few ahead
         --> batcher: wait for one, take what is ready up to the batch size (one size, one colour mode)
