@@ -498,7 +498,8 @@ def test_without_pyav_video_says_what_to_install(run_video, clips: Path, tmp_pat
 
 
 def test_interrupting_leaves_no_partial_output_and_the_old_one_intact(weights_home: Path, tmp_path: Path):
-    source = make_clip(tmp_path / "long.mkv", moving_frames(150, 48, 48), rate=Fraction(25))
+    # Long enough that it is still running when the signal comes, however fast the machine.
+    source = make_clip(tmp_path / "long.mkv", moving_frames(600, 48, 48), rate=Fraction(25))
     synthetic_image(32, 32, seed=2).save(tmp_path / "s.png")
     out = tmp_path / "o.mp4"
     out.write_bytes(b"old")
@@ -515,8 +516,8 @@ def test_interrupting_leaves_no_partial_output_and_the_old_one_intact(weights_ho
         seen = now
         time.sleep(0.3)
     process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=60)
-    assert process.returncode == 130, stderr
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, (stdout, stderr, seen, time.monotonic() - deadline + 60)
     assert "interrupted" in stderr and "Traceback" not in stderr
     assert out.read_bytes() == b"old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["adain-home", "long.mkv", "o.mp4", "s.png"]
