@@ -204,6 +204,7 @@ def main() -> None:
     parser.add_argument("--before", type=Path, required=True, help="source tree before the refactor (its src/)")
     parser.add_argument("--after", type=Path, required=True, help="source tree after it")
     parser.add_argument("--rounds", type=int, help="interleaved rounds (default 3, 1 with --quick)")
+    parser.add_argument("--only", nargs="+", metavar="WORKLOAD", help="these workloads only (batch, video, ...)")
     parser.add_argument("--quick", action="store_true", help="small sizes: checks the script in about a minute")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", type=Path, help="also write the results here")
@@ -224,10 +225,12 @@ def main() -> None:
         for label, module in modules.items():
             print(f"{label}: {module}", flush=True)
         jobs = workloads(root / "inputs", QUICK if args.quick else Sizes(), args.device)
+        jobs = [job for job in jobs if not args.only or job.name in args.only]
         times: dict[str, dict[str, list[float]]] = {job.name: {"before": [], "after": []} for job in jobs}
         for r in range(rounds):
             for job in jobs:
-                for label, tree in trees.items():
+                # Before-after, then after-before: neither tree always runs on the other's warm caches.
+                for label, tree in list(trees.items())[::-1 if r % 2 else 1]:
                     folder = root / "runs" / f"{job.name}-{label}-{r}"
                     folder.mkdir(parents=True)
                     seconds = job.run(tree, folder)

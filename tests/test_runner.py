@@ -16,9 +16,10 @@ from adain_cli.runner import Budget, Failed, Render, Runner
 from adain_cli.stylizer import EncodedContent
 
 
-def recording(stylizer: Stylizer, batch_size: int = 4, fail=lambda stage, n: False) -> tuple[Stylizer, dict]:
-    """A Stylizer (sharing the networks) that records each stage's batch sizes and raises
-    where `fail(stage, batch_size)` says."""
+def recording(stylizer: Stylizer, batch_size: int = 4, fail=lambda stage, n: False,
+              interrupt_at: int | None = None) -> tuple[Stylizer, dict]:
+    """A Stylizer (sharing the networks) that records each stage's batch sizes, raises where
+    `fail(stage, batch_size)` says, and is interrupted (Ctrl-C) at render call `interrupt_at`."""
     made = Stylizer(stylizer.encoder, stylizer.decoder, "cpu", batch_size=batch_size)
     calls: dict[str, list[int]] = {"encode": [], "render": []}
     encode, render = made.encode_contents, made.render_batch
@@ -31,6 +32,8 @@ def recording(stylizer: Stylizer, batch_size: int = 4, fail=lambda stage, n: Fal
 
     def render_batch(contents, styles, alpha=1.0, color_mode="style"):
         calls["render"].append(len(contents))
+        if len(calls["render"]) == interrupt_at:
+            raise KeyboardInterrupt
         if fail("render", len(contents)):
             raise ValueError("cannot render")
         return render(contents, styles, alpha, color_mode)
@@ -145,17 +148,7 @@ def test_a_run_that_fills_its_batches_waits_for_decoding_a_stream_takes_what_is_
 
 def test_after_ctrl_c_the_results_already_made_still_reach_the_sink(stylizer):
     # A dataset's manifest must record what was written before the interruption.
-    made, _ = recording(stylizer, batch_size=1)
-    real = made.render_batch
-    count = []
-
-    def interrupted(*args, **kwargs):
-        count.append(1)
-        if len(count) == 4:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    made.render_batch = interrupted  # type: ignore[method-assign]
+    made, _ = recording(stylizer, batch_size=1, interrupt_at=4)
     sink = Collected()
     with pytest.raises(KeyboardInterrupt):
         Runner(made, behind=10).run((Item(f"c{i}") for i in range(10)), sink)
@@ -245,17 +238,7 @@ def test_a_sinks_error_stops_the_run_and_the_source_is_not_read_to_its_end(styli
 
 
 def test_ctrl_c_stops_the_run_with_every_thread_joined(stylizer):
-    made, _ = recording(stylizer, batch_size=1)
-    real = made.render_batch
-    count = []
-
-    def interrupted(*args, **kwargs):
-        count.append(1)
-        if len(count) == 2:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    made.render_batch = interrupted  # type: ignore[method-assign]
+    made, _ = recording(stylizer, batch_size=1, interrupt_at=2)
     before = threading.active_count()
     with pytest.raises(KeyboardInterrupt):
         Runner(made).run((Item(f"c{i}") for i in range(100)), Collected())
@@ -316,3 +299,13 @@ def test_the_budget_admits_in_bytes_refuses_at_once_and_is_given_back_once():
     started = time.perf_counter()
     budget.reserve(100, lambda: 3).release()
     assert time.perf_counter() - started < 1
+
+
+def test_without_workers_contents_load_on_the_feeder_thread(stylizer):
+    # A video's frames come decoded: handing each to a worker would only cost a thread switch.
+    made, _ = recording(stylizer, batch_size=2)
+    items = [Item(f"c{i}", load_error=ValueError("bad") if i == 1 else None) for i in range(3)]
+    sink = Collected()
+    Runner(made, workers=0).run(items, sink)
+    assert all(item.loads == ["adain-feed"] for item in items)
+    assert sink.keys == ["c0/0", "c1/0", "c2/0"] and isinstance(sink.results[1][1], ValueError)

@@ -120,7 +120,9 @@ class Runner:
                  finishers: int | None = None, behind: int | None = None, fill: bool = False,
                  collate: Callable[[list[Tensor]], Tensor] = stack,
                  to_host: Callable[[Tensor], Tensor] = lambda out: out.detach().to("cpu")) -> None:
-        """`workers`: threads decoding ahead and finishing behind; `ahead`: contents decoded
+        """`workers`: threads decoding ahead and finishing behind (0: contents loaded on the
+        feeder thread itself, where loading is only taking what the source decoded, and one
+        finisher); `ahead`: contents decoded
         or decoding at most (default: a batch and one per worker); `finishers`: results
         finished at once (1 keeps them in order, as a video encoder needs; default `workers`);
         `behind`: results waiting to be finished at most, which bounds the memory they hold.
@@ -128,13 +130,13 @@ class Runner:
         is ready, so that a run's batches, and so its pixels, never depend on timing (files;
         a stream's latency wants what is ready). `collate` stacks decoded contents for the
         encoder; `to_host` brings a batch of results off the device (a video's as 8 bits)."""
-        if workers < 1:
-            raise ValueError(f"workers must be at least 1, got {workers}")
+        if workers < 0:
+            raise ValueError(f"workers must be 0 or more, got {workers}")
         self.stylizer = stylizer
         self.batch_size = max(1, stylizer.execution.batch_size)
         self._workers = workers
         self._ahead = ahead or self.batch_size + workers
-        self._finishers = finishers or workers
+        self._finishers = finishers or max(1, workers)
         self._behind = behind or max(4, 2 * workers)
         self._collate, self._to_host, self._fill = collate, to_host, fill
 
@@ -145,7 +147,8 @@ class Runner:
         frames decode while the model works), each item's `load` run on a worker."""
         stop = threading.Event()
         ready: queue.Queue[_Queued | _End] = queue.Queue(maxsize=self._ahead)
-        with ThreadPoolExecutor(self._workers, thread_name_prefix="adain-load") as loaders:
+        with ThreadPoolExecutor(max(1, self._workers), thread_name_prefix="adain-load") as pool:
+            loaders = pool if self._workers else None
             feeder = threading.Thread(target=_feed, args=(items, loaders, ready, stop), name="adain-feed",
                                       daemon=True)
             feeder.start()
@@ -249,17 +252,30 @@ def _renders_of(item: Item, content: EncodedContent) -> list[Render | Failed]:
         return item.failed(exc)
 
 
-def _feed(items: Iterable[Item], loaders: ThreadPoolExecutor, ready: queue.Queue, stop: threading.Event) -> None:
-    """The feeder thread: each item from the source, its content's decoding started on a worker."""
+def _feed(items: Iterable[Item], loaders: ThreadPoolExecutor | None, ready: queue.Queue,
+          stop: threading.Event) -> None:
+    """The feeder thread: each item from the source, its content's decoding started on a worker
+    (or, without workers, done here)."""
     end = _End()
     try:
         for item in items:
-            future = None if item.cached() is not None else loaders.submit(item.load)
+            future = None if item.cached() is not None else _load(item, loaders)
             if not _put(ready, (item, future), stop):
                 return
     except BaseException as exc:  # the source's own failure (a video that stops decoding): raised by run()
         end = _End(exc)
     _put(ready, end, stop)
+
+
+def _load(item: Item, loaders: ThreadPoolExecutor | None) -> Future[Tensor]:
+    if loaders is not None:
+        return loaders.submit(item.load)
+    future: Future[Tensor] = Future()
+    try:
+        future.set_result(item.load())
+    except Exception as exc:
+        future.set_exception(exc)
+    return future
 
 
 def _put(q: queue.Queue, entry: object, stop: threading.Event) -> bool:

@@ -389,10 +389,10 @@ class _Styling:
     def __post_init__(self) -> None:
         self._steady = Steady(self.plan.options.smooth)
         info = self.plan.source.info
-        self._resize = self.plan.size != (info.width, info.height)
+        self.resizes = self.plan.size != (info.width, info.height)
 
     def prepare(self, pixels: np.ndarray) -> torch.Tensor:
-        if self._resize:
+        if self.resizes:
             pixels = np.array(images.prepare(Image.fromarray(pixels), self.settings.content_size, self.settings.crop,
                                              self.plan.source.path))
         tensor = torch.from_numpy(pixels)
@@ -430,6 +430,8 @@ def _pipeline(stylizer: Stylizer, plan_: Plan, settings: jobs.Settings, track: T
         return images.from_8bit(torch.stack(frames).to(device, non_blocking=True).permute(0, 3, 1, 2))
 
     size = max(stylizer.execution.batch_size, 1)
-    runner = Runner(stylizer, workers=2, ahead=2 * size, finishers=1, behind=2 * size, collate=collate,
+    # Workers resize frames; frames at their own size need none (each hand-over between threads costs).
+    workers = 2 if styling.resizes else 0
+    runner = Runner(stylizer, workers=workers, ahead=2 * size, finishers=1, behind=2 * size, collate=collate,
                     to_host=lambda out: images.to_8bit(out).cpu())  # 8 bits on the device: a quarter of the copy
     return runner.run((_Frame(frame, styling) for frame in plan_.source.frames()), _Encoded(sink), on_frames)
