@@ -144,7 +144,8 @@ class Runner:
         """Every item through the stages; the number of items whose work started. Returns when
         the source ends and every result is done; the source's or the sink's error is raised
         once the threads are joined. The source is read on a thread of its own (a video's
-        frames decode while the model works), each item's `load` run on a worker."""
+        frames decode while the model works), each item's `load` run on a worker (on that
+        thread without workers)."""
         stop = threading.Event()
         ready: queue.Queue[_Queued | _End] = queue.Queue(maxsize=self._ahead)
         with ThreadPoolExecutor(max(1, self._workers), thread_name_prefix="adain-load") as pool:
