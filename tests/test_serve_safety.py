@@ -26,6 +26,7 @@ from test_cli import adain, one_error_line
 from test_serve import CONTENT, SMALL, STYLE, STYLE2, picture, post, serve_process
 
 from adain_cli import Stylizer, images, serve, web
+from adain_cli.lru import Recent
 from adain_cli.serve import Engine, Limits, Request, RequestError, Upload
 
 FILES = [("content", ("photo.png", CONTENT, "image/png")), ("style", ("painting.png", STYLE, "image/png"))]
@@ -674,7 +675,7 @@ def test_a_debug_server_logs_requests_without_their_token(guarded_server):
 
 
 def test_the_recent_cache_keeps_within_its_size_as_items_come_and_are_replaced():
-    cache = serve.Recent(100, 10, len)
+    cache = Recent(100, 10, len)
     for i in range(20):
         cache.put(i, b"abcd")
     cache.put(19, b"ab")  # replaced: its old size no longer counts

@@ -116,10 +116,10 @@ class _Files:
     def __init__(self, settings: jobs.Settings, record: jobs.Recorder) -> None:
         self._quality, self._record = settings.quality, record
 
-    def finish(self, job: Job, image: torch.Tensor) -> None:  # type: ignore[override]
+    def finish(self, job: Job, image: torch.Tensor) -> None:
         images.save_image(images.to_image(image), job.output, self._quality)
 
-    def done(self, job: Job, result: BaseException | None) -> None:  # type: ignore[override]
+    def done(self, job: Job, result: BaseException | None) -> None:
         if result is None:
             self._record(job, "written")
         elif isinstance(result, (ImageError, OutputError)):

@@ -37,14 +37,11 @@ import torch
 from PIL import Image
 
 from . import color, images, jobs, memory, mixing
-from .errors import AdainError, Busy, QueueFull, RequestError, UsageError
+from .errors import AdainError, QueueFull, RequestError, UsageError
 from .lru import Recent
 from .runner import Budget, Failed, Render, Reservation, Runner
 from .style_cache import StyleCache
 from .stylizer import EncodedContent, Stylizer
-
-__all__ = ["Budget", "Busy", "Engine", "Limits", "QueueFull", "Recent", "Request", "RequestError", "Reservation",
-           "Upload", "Work", "as_request_error", "default_memory"]
 
 _log = logging.getLogger("adain_cli.serve")
 

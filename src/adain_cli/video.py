@@ -410,10 +410,10 @@ class _Encoded:
     def __init__(self, sink: media.VideoSink | media.FrameFolderSink) -> None:
         self._sink = sink
 
-    def finish(self, frame: media.Frame, pixels: torch.Tensor) -> None:  # type: ignore[override]
+    def finish(self, frame: media.Frame, pixels: torch.Tensor) -> None:
         self._sink.write(frame, pixels[0].permute(1, 2, 0).numpy())
 
-    def done(self, frame: media.Frame, result: BaseException | None) -> None:  # type: ignore[override]
+    def done(self, frame: media.Frame, result: BaseException | None) -> None:
         if isinstance(result, BaseException):
             raise result
 
