@@ -54,6 +54,7 @@ class Item:
     size: tuple[int, int] = (24, 32)
     outputs: int = 1
     color_mode: str = "style"
+    work_size: int = 0
     load_error: Exception | None = None
     declines: bool = False
     loads: list[str] = field(default_factory=list)

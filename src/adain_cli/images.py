@@ -107,6 +107,13 @@ def peek_size(data: bytes, name: str, max_pixels: int | None = DEFAULT_MAX_PIXEL
         return image.size
 
 
+def peek_file_size(path: Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
+    """An image file's width and height from its header (before EXIF rotation), decoding nothing;
+    the errors of `load_image`."""
+    with _opened(Path(path), path, max_pixels) as image:
+        return image.size
+
+
 def _srgb(image: Image.Image, name: Path | str) -> Image.Image:
     try:
         return to_rgb(image)
@@ -325,6 +332,17 @@ def load_mask(path: Path, content_size: tuple[int, int], size: int, crop: bool, 
         labels = center_crop_square(labels)
     width, height = labels.size
     return torch.frombuffer(bytearray(labels.tobytes()), dtype=torch.uint8).view(height, width).long()
+
+
+def resize_labels(labels: Tensor, size: tuple[int, int]) -> Tensor:
+    """Region labels (H, W) from `load_mask` scaled to `size` (height, width) as masks are
+    scaled, nearest neighbour: a working size's labels (see guided.py)."""
+    height, width = size
+    if labels.shape == (height, width):
+        return labels
+    image = Image.frombytes("L", (labels.shape[1], labels.shape[0]), labels.to(torch.uint8).numpy().tobytes())
+    image = image.resize((width, height), Image.Resampling.NEAREST)
+    return torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8).view(height, width).long()
 
 
 def _mask_labels(mask: Image.Image) -> tuple[Image.Image, int]:

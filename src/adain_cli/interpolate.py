@@ -155,10 +155,12 @@ def _render(stylizer: Stylizer, job: Plan, settings: jobs.Settings,
     s = settings
     try:
         original = images.load_image(job.content, s.max_pixels)  # the mask needs its original size
-        content = stylizer.encode_content(s.prepare_content(original, job.content))
+        s.check_work_size(*original.size, job.content)
+        content = stylizer.encode_content(s.prepare_content(original, job.content), s.work_size)
         stats = [stylizer.style_stats(s.load_style(path), content, s.color_mode) for path in job.styles]
         if job.mask is not None:
             labels = images.load_mask(job.mask, original.size, s.content_size, s.crop, len(stats), s.max_pixels)
+            labels = images.resize_labels(labels, content.seen.shape[-2:])  # scaled as the content the network saw
             regional = mixing.masked_target(labels.to(stylizer.device), content.features, stats)
             return {f: stylizer.decode(content, regional, f.alpha, s.color_mode) for f in frames}
         return {f: stylizer.render(content, mixing.mix_stats(stats, f.weights), f.alpha, s.color_mode)

@@ -37,6 +37,7 @@ class Settings:
     max_pixels: int | None = images.DEFAULT_MAX_PIXELS
     quality: int = images.DEFAULT_QUALITY
     overwrite: bool = False
+    work_size: int = 0  # px the network runs at (shorter side), the output guided up to its size; 0: off
 
     def __post_init__(self) -> None:
         check_alpha(self.alpha)
@@ -45,6 +46,11 @@ class Settings:
             if size != 0 and not size >= images.MIN_SIDE:
                 raise UsageError(f"{name.replace('_', '-')} must be 0 (original size) or at least "
                                  f"{images.MIN_SIDE}, got {size}")
+        if self.work_size != 0 and not self.work_size >= images.MIN_SIDE:
+            raise UsageError(f"work-size must be 0 (off) or at least {images.MIN_SIDE}, got {self.work_size}")
+        if self.content_size and self.work_size > self.content_size:
+            raise UsageError(f"work-size {self.work_size} is larger than the output's shorter side "
+                             f"(content-size {self.content_size}): give a smaller one, or 0")
         if self.color_mode not in color.COLOR_MODES:
             raise UsageError(f"unknown colour mode {self.color_mode!r}")
         if not 1 <= self.quality <= 100:
@@ -59,6 +65,13 @@ class Settings:
     def prepare_content(self, image: Image.Image, path: Path | str) -> Tensor:
         """A decoded content (its original kept by a caller that needs its size) as the network takes it."""
         return images.to_tensor(images.prepare(image, self.content_size, self.crop, path))
+
+    def check_work_size(self, width: int, height: int, path: Path | str) -> None:
+        """UsageError naming `path` when its output (from a width x height original) is smaller than
+        the working size; only the original's size can say so when content-size is 0."""
+        if self.work_size and not self.content_size and self.work_size > min(width, height):
+            raise UsageError(f"{path}: work-size {self.work_size} is larger than the output's shorter side "
+                             f"({min(width, height)} px): give a smaller one, or 0")
 
     def load_style(self, path: Path) -> Tensor:
         """A style file decoded and resized as the network takes it: (1, 3, H, W) in [0, 1]."""

@@ -2,7 +2,7 @@
 serve): contents decoded ahead, batched, stylized, finished behind.
 
     source --items--> feeder thread: each item's content decoded on a worker, a few ahead
-        --> batcher: wait for one, take what is ready up to the batch size (one size, one colour mode)
+        --> batcher: wait for one, take what is ready up to the batch size (one size, colour mode, work size)
         --> stage 1: Stylizer.encode_contents, skipped for contents whose features are cached
         --> the item's renders: its styles' statistics (from the style cache, a track, a mix)
         --> stage 3: Stylizer.render_batch, pairs of one size and colour mode, batch_size at a time
@@ -63,6 +63,7 @@ class Item(Protocol):
     """One content and what to make of it."""
 
     color_mode: color.ColorMode
+    work_size: int  # px the network runs at (the shorter side); 0: the content's own size
 
     def begin(self) -> bool:
         """Just before its work starts: False to skip it (nobody waits for it any more)."""
@@ -213,18 +214,19 @@ class Runner:
             for begun in batch]
         todo = [i for i, begun in enumerate(batch) if isinstance(begun.image, Tensor)]
         if todo:
-            encoded = self._encode_images([batch[i].image for i in todo])  # type: ignore[misc]
+            work_size = batch[0].item.work_size
+            encoded = self._encode_images([batch[i].image for i in todo], work_size)  # type: ignore[misc]
             for i, content in zip(todo, encoded, strict=True):
                 results[i] = content
         return results
 
-    def _encode_images(self, images: list[Tensor]) -> list[EncodedContent | BaseException]:
+    def _encode_images(self, images: list[Tensor], work_size: int) -> list[EncodedContent | BaseException]:
         try:
-            return list(self.stylizer.encode_contents(self._collate(images)))
+            return list(self.stylizer.encode_contents(self._collate(images), work_size))
         except Exception as exc:
             if len(images) == 1:
                 return [exc]
-        return [self._encode_images([image])[0] for image in images]
+        return [self._encode_images([image], work_size)[0] for image in images]
 
     def _render(self, renders: list[Render], mode: color.ColorMode, behind: _Behind) -> None:
         """Stage 3 for renders of one content size and colour mode (the batcher grouped them);
@@ -318,8 +320,9 @@ class _Begun:
         return None if self.cached is None else self.cached.image.shape
 
     def fits(self, first: _Begun) -> bool:
-        """Whether it can join `first`'s batch: one content size and colour mode."""
-        return self.item.color_mode == first.item.color_mode and self.shape is not None and self.shape == first.shape
+        """Whether it can join `first`'s batch: one content size, colour mode and work size."""
+        return (self.item.color_mode == first.item.color_mode and self.item.work_size == first.item.work_size
+                and self.shape is not None and self.shape == first.shape)
 
 
 def _entry(entry: object) -> _Queued | _Begun | _End:

@@ -109,6 +109,7 @@ class Request:
     color_mode: color.ColorMode = "style"
     content_size: int = 512
     style_size: int = 512
+    work_size: int = 0
 
     def __post_init__(self) -> None:
         """The checks every command makes (UsageError: 400); a size too large for the pixel
@@ -127,7 +128,7 @@ class Request:
     def settings(self) -> jobs.Settings:
         """The request as the settings every command prepares images with."""
         return jobs.Settings(alpha=self.alpha, content_size=self.content_size, style_size=self.style_size,
-                             color_mode=self.color_mode)
+                             color_mode=self.color_mode, work_size=self.work_size)
 
     @property
     def mix(self) -> tuple[float, ...]:
@@ -135,7 +136,7 @@ class Request:
 
 
 def _content_bytes(content: EncodedContent) -> int:
-    return content.image.nbytes + content.features.nbytes
+    return content.image.nbytes + content.features.nbytes + (0 if content.working is None else content.working.nbytes)
 
 
 @dataclass
@@ -180,7 +181,7 @@ class Engine:
         self._queue: queue.Queue[_Job | None] = queue.Queue(maxsize=limits.queue)
         self._closing = False
         self._closing_lock = threading.Lock()
-        self._contents: Recent[tuple[str, int], EncodedContent] = Recent(64, CONTENT_CACHE_BYTES, _content_bytes)
+        self._contents: Recent[tuple[str, int, int], EncodedContent] = Recent(64, CONTENT_CACHE_BYTES, _content_bytes)
         # Statistics only: pictures kept for --preserve-color would be memory outside the Budget,
         # and a failure (out of memory) must not outlive its request.
         self._styles = StyleCache(stylizer, entries=STYLE_CACHE_ENTRIES, keep_images=False, keep_failures=False)
@@ -199,9 +200,9 @@ class Engine:
         waits for it), once the memory it will hold is admitted (Busy otherwise, before any
         decoding; `held`: what the request holds already, its body); RequestError 413/415/400
         for images that cannot be used."""
-        content_cached = (request.content.digest, request.content_size) in self._contents
+        content_cached = _content_key(request) in self._contents
         cached = [self._styles.holds(_style_key(request, s), request.color_mode) for s in request.styles]
-        need = 0 if content_cached else self._cost(request.content, request.content_size)
+        need = 0 if content_cached else self._cost(request.content, request.content_size, request.settings)
         need += sum(self._cost(s, request.style_size) for s, hit in zip(request.styles, cached, strict=True) if not hit)
         reservation = self.budget.reserve(need, self.retry_after, held)
         try:
@@ -213,10 +214,13 @@ class Engine:
             raise
         return Work(request, Future(), content, styles, reservation)
 
-    def _cost(self, upload: Upload, size: int) -> int:
+    def _cost(self, upload: Upload, size: int, settings: jobs.Settings | None = None) -> int:
         """The bytes decoding `upload` at `size` holds, from its header; the pixel limit checked
-        before and after resizing, so that nothing is allocated for an image that will be refused."""
+        before and after resizing, so that nothing is allocated for an image that will be refused;
+        a content (`settings` given) smaller than the working size refused (400)."""
         width, height = images.peek_size(upload.data, upload.name, self.limits.max_pixels)
+        if settings is not None:
+            settings.check_work_size(width, height, upload.name)
         resized = width * height
         if size:
             if size * size > self.limits.max_pixels:  # in integers: a size may have hundreds of digits
@@ -332,7 +336,8 @@ class _Job:
         self.work, self._engine = work, engine
         request = work.request
         self.color_mode = request.color_mode
-        self._key = (request.content.digest, request.content_size)
+        self.work_size = request.work_size
+        self._key = _content_key(request)
         self._cached: EncodedContent | None = None
 
     def begin(self) -> bool:
@@ -369,6 +374,10 @@ class _Job:
 
     def failed(self, error: BaseException) -> list[Failed]:
         return [Failed(self, error)]
+
+
+def _content_key(request: Request) -> tuple[str, int, int]:
+    return request.content.digest, request.content_size, request.work_size
 
 
 def _style_key(request: Request, style: Upload) -> tuple[str, int]:

@@ -6,7 +6,10 @@
 
 Every command goes through these methods, and only they apply the colour modes: CORAL
 recolours the style towards the content before stage 2, luminance-only keeps the
-content's chroma after stage 3 (color.py). How each network runs (device, precision,
+content's chroma after stage 3 (color.py). With a working size (`work_size`), stage 1 sees
+the content shrunk to it and stage 3's result is brought back to the content's size by
+guided upsampling (guided.py) before the colour step, so that luminance-only takes the
+full-size chroma. How each network runs (device, precision,
 tiles within a memory budget, out-of-memory retry) is execution.py's business.
 
 Stages are separate so work is reused: a content is encoded once for any number of
@@ -25,7 +28,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from . import color, images, mixing
+from . import color, guided, images, memory, mixing
 from .errors import UsageError
 from .execution import Execution, Network
 from .model import Decoder, Encoder, FeatureStats, adain, blend, cat, feature_stats
@@ -47,13 +50,19 @@ class EncodedContent:
     """A content image with its relu4_1 features and their statistics, ready for any style."""
 
     image: Tensor  # (1, 3, H, W) in [0, 1], as prepared, on the model's device
-    features: Tensor  # (1, 512, ceil(H/8), ceil(W/8)), in the compute dtype
+    features: Tensor  # (1, 512, ceil(h/8), ceil(w/8)) of `seen`, in the compute dtype
     stats: FeatureStats  # (1, 512, 1, 1) each
+    working: Tensor | None = None  # (1, 3, h, w): the image at the working size; None: the network saw `image`
 
     @property
     def size(self) -> tuple[int, int]:
         """(height, width) of the image, and so of every output made from it."""
         return self.image.shape[-2], self.image.shape[-1]
+
+    @property
+    def seen(self) -> Tensor:
+        """The image as the network saw it: at the working size, or `image` itself."""
+        return self.image if self.working is None else self.working
 
 
 def _batch_alpha(alpha: float | Sequence[float], count: int, device: torch.device) -> float | Tensor:
@@ -106,17 +115,27 @@ class Stylizer:
     # --- stage 1 -------------------------------------------------------------------------
 
     @torch.inference_mode()
-    def encode_content(self, image: Tensor) -> EncodedContent:
+    def encode_content(self, image: Tensor, work_size: int = 0) -> EncodedContent:
         """relu4_1 features of a content image (1, 3, H, W) in [0, 1]."""
-        return self.encode_contents(image)[0]
+        return self.encode_contents(image, work_size)[0]
 
     @torch.inference_mode()
-    def encode_contents(self, images: Tensor) -> list[EncodedContent]:
-        """Stage 1 for a batch (N, 3, H, W) of same-size contents, in one encoder call where it fits."""
+    def encode_contents(self, images: Tensor, work_size: int = 0) -> list[EncodedContent]:
+        """Stage 1 for a batch (N, 3, H, W) of same-size contents, in one encoder call where it fits.
+
+        `work_size` (px, the shorter side; 0: off): the encoder sees the contents shrunk to it, and
+        their outputs are brought back to H x W (guided.py); UsageError if it is larger than H or W.
+        """
         images = images.to(self.device, torch.float32)
-        features = self._encoder.run(pad_to_stride(images))  # (N, 512, ceil(H/8), ceil(W/8))
+        height, width = images.shape[-2:]
+        guided.check_work_size(work_size, height, width)
+        small = guided.working_size(height, width, work_size) if work_size else (height, width)
+        working = guided.shrink(images, small) if small != (height, width) else None
+        seen = images if working is None else working
+        features = self._encoder.run(pad_to_stride(seen))  # (N, 512, ceil(h/8), ceil(w/8))
         stats = feature_stats(features)
-        return [EncodedContent(images[i:i + 1], features[i:i + 1], stats[i:i + 1]) for i in range(len(images))]
+        return [EncodedContent(images[i:i + 1], features[i:i + 1], stats[i:i + 1],
+                               None if working is None else working[i:i + 1]) for i in range(len(images))]
 
     # --- stage 2 -------------------------------------------------------------------------
 
@@ -132,7 +151,7 @@ class Stylizer:
         if color.recolours_style(color_mode):
             if content is None:
                 raise UsageError("coral colour preservation recolours the style towards a content: give the content")
-            image = color.prepare_style(image, content.image, color_mode)
+            image = color.prepare_style(image, content.seen, color_mode)
         return feature_stats(self._encoder.run(image))  # features (1, 512, ceil(H/8), ceil(W/8))
 
     # --- stage 3 -------------------------------------------------------------------------
@@ -171,8 +190,12 @@ class Stylizer:
         return self._finish(self._decoder.run(target), [content], color_mode)
 
     def _finish(self, decoded: Tensor, contents: list[EncodedContent], color_mode: color.ColorMode) -> Tensor:
-        height, width = contents[0].size
-        decoded = decoded[..., :height, :width]  # the stride padding cropped off: (N, 3, H, W)
+        height, width = contents[0].seen.shape[-2:]
+        decoded = decoded[..., :height, :width]  # the stride padding cropped off: (N, 3, h, w)
+        if contents[0].working is not None:  # (N, 3, H, W), the edges the full-size content's
+            room = self.execution.budget() - memory.in_use(self.device)
+            decoded = guided.upsample(decoded, cat([c.seen for c in contents]), cat([c.image for c in contents]),
+                                      room)
         if not color.recolours_output(color_mode):
             return decoded
         return cat([color.finish(decoded[i:i + 1], c.image, color_mode) for i, c in enumerate(contents)])
@@ -181,15 +204,18 @@ class Stylizer:
 
     @overload
     def stylize(self, content: Image.Image, style: StyleInput | Sequence[StyleInput], *, alpha: float = ...,
-                color_mode: color.ColorMode = ..., weights: Sequence[float] | None = ...) -> Image.Image: ...
+                color_mode: color.ColorMode = ..., weights: Sequence[float] | None = ...,
+                work_size: int = ...) -> Image.Image: ...
     @overload
     def stylize(self, content: Tensor, style: StyleInput | Sequence[StyleInput], *, alpha: float = ...,
-                color_mode: color.ColorMode = ..., weights: Sequence[float] | None = ...) -> Tensor: ...
+                color_mode: color.ColorMode = ..., weights: Sequence[float] | None = ...,
+                work_size: int = ...) -> Tensor: ...
 
     def stylize(self, content: Image.Image | Tensor, style: StyleInput | Sequence[StyleInput], *,
                 alpha: float = 1.0, color_mode: color.ColorMode = "style",
-                weights: Sequence[float] | None = None) -> Image.Image | Tensor:
-        """One content in one style, or in a mix of several (`weights`, default equal).
+                weights: Sequence[float] | None = None, work_size: int = 0) -> Image.Image | Tensor:
+        """One content in one style, or in a mix of several (`weights`, default equal), the network
+        run at `work_size` (px, the shorter side; 0: the content's own; see encode_contents).
 
         An image in gives an image out; a tensor (1, 3, H, W) in [0, 1] gives one out.
         Styles are images, tensors, or statistics from `style_stats` (not under "coral",
@@ -197,7 +223,7 @@ class Stylizer:
         """
         check_alpha(alpha)
         as_image = isinstance(content, Image.Image)
-        encoded = self.encode_content(images.to_tensor(content) if as_image else content)
+        encoded = self.encode_content(images.to_tensor(content) if as_image else content, work_size)
         styles = list(style) if isinstance(style, (list, tuple)) else [style]
         stats = [self._stats_of(s, encoded, color_mode) for s in styles]
         mixed = stats[0] if len(stats) == 1 else mixing.mix_stats(stats, mixing.normalise_weights(weights, len(stats)))

@@ -237,6 +237,7 @@ def plan(source_spec: str, styles: Sequence[str], output: str, settings: jobs.Se
         inputs_used = [source.path, *style_paths]
         jobs.refuse_collisions([(target, "the video")], inputs_used)
         size = _output_size(source.info.width, source.info.height, settings, source.path)
+        settings.check_work_size(*size, source.path)
         skip = jobs.skipped(target, settings.overwrite, media.FRAME_FILES if frames_out else None)
         if frames_out and options.encoding.audio_tracks is not None:
             raise UsageError("--audio-track picks tracks for a video file; PNG frames carry no sound")
@@ -358,6 +359,7 @@ class _Frame:
     def __init__(self, frame: media.Frame, styling: _Styling) -> None:
         self.frame, self._styling = frame, styling
         self.color_mode = styling.settings.color_mode
+        self.work_size = styling.settings.work_size
 
     def begin(self) -> bool:
         return True

@@ -521,6 +521,8 @@ def create_app(engine: Engine, library: Library | None = None, options: Options 
         luminance_only: Annotated[bool, Form(description="Transfer luminance only.")] = False,
         content_size: Annotated[int, Form(description="Shorter side of the content in px; 0 keeps it.")] = 512,
         style_size: Annotated[int, Form(description="Shorter side of the styles in px; 0 keeps it.")] = 512,
+        work_size: Annotated[int, Form(description="Shorter side the network runs at, the result guided up to "
+                                                   "the content's size (see --work-size); 0: off.")] = 0,
         format: Annotated[str, Form(description="png, jpeg or webp.")] = "png",
     ) -> Response:
         if format.lower() not in FORMATS:
@@ -532,7 +534,7 @@ def create_app(engine: Engine, library: Library | None = None, options: Options 
         uploads += [await asyncio.to_thread(library.upload, name) for name in style_name or []]
         mode = color.mode_from_flags(preserve_color, luminance_only, ("preserve_color", "luminance_only"))
         request = Request(Upload(content.filename or "content", await content.read()), tuple(uploads), alpha,
-                          mixing.parse_weights(weights), mode, content_size, style_size)
+                          mixing.parse_weights(weights), mode, content_size, style_size, work_size)
         began = time.perf_counter()
         # Prepared and queued in one go: a request cancelled meanwhile still leaves its work in
         # the engine, which settles it and gives its memory back (none is left reserved for ever).

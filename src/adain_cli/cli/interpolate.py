@@ -36,6 +36,7 @@ def interpolate_command(
     alpha: opt.Alpha = 1.0,
     content_size: opt.ContentSize = 512,
     style_size: opt.StyleSize = 512,
+    work_size: opt.WorkSize = 0,
     crop: opt.Crop = False,
     preserve_color: opt.PreserveColor = False,
     luminance_only: opt.LuminanceOnly = False,
@@ -59,7 +60,7 @@ def interpolate_command(
     with error_boundary(debug):
         settings = opt.ImageOptions(alpha=alpha, content_size=content_size, style_size=style_size, crop=crop,
                                     preserve_color=preserve_color, luminance_only=luminance_only, quality=quality,
-                                    max_pixels=max_pixels, overwrite=overwrite).settings()
+                                    max_pixels=max_pixels, overwrite=overwrite, work_size=work_size).settings()
         execution = opt.ExecutionOptions(device=device_name, precision=precision, tile=tile, max_memory=max_memory,
                                          compile=compile_).resolve()
         job = interpolate.plan(content, styles, output, weights=mixing.parse_weights(weights_text), steps=steps,

@@ -23,6 +23,7 @@ def stylize(
     alpha: opt.Alpha = 1.0,
     content_size: opt.ContentSize = 512,
     style_size: opt.StyleSize = 512,
+    work_size: opt.WorkSize = 0,
     crop: opt.Crop = False,
     preserve_color: opt.PreserveColor = False,
     luminance_only: opt.LuminanceOnly = False,
@@ -47,10 +48,11 @@ def stylize(
     with error_boundary(debug):
         settings = opt.ImageOptions(alpha=alpha, content_size=content_size, style_size=style_size, crop=crop,
                                     preserve_color=preserve_color, luminance_only=luminance_only, quality=quality,
-                                    max_pixels=max_pixels, overwrite=overwrite).settings()
+                                    max_pixels=max_pixels, overwrite=overwrite, work_size=work_size).settings()
         execution = opt.ExecutionOptions(device=device_name, precision=precision, tile=tile, max_memory=max_memory,
                                          compile=compile_, batch_size=batch_size).resolve()
         planned = batch.plan(expand(content), expand(style), output, ext)
+        batch.check_work_size(planned, settings)
         stylizer = load_stylizer(vgg, decoder, execution, offline=offline, quiet=quiet)
         outcomes = run_reporting(stylizer, planned, settings, as_json=as_json, quiet=quiet, debug=debug)
         if len(planned) > 1 and not (as_json or quiet):

@@ -66,6 +66,7 @@ def video_command(
     alpha: opt.Alpha = 1.0,
     content_size: opt.ContentSize = 0,
     style_size: opt.StyleSize = 512,
+    work_size: opt.WorkSize = 0,
     crop: opt.Crop = False,
     preserve_color: opt.PreserveColor = False,
     luminance_only: opt.LuminanceOnly = False,
@@ -92,7 +93,7 @@ def video_command(
             raise UsageError("give the output with -o OUTPUT (a video file, or a folder ending in /)")
         settings = opt.ImageOptions(alpha=alpha, content_size=content_size, style_size=style_size, crop=crop,
                                     preserve_color=preserve_color, luminance_only=luminance_only,
-                                    max_pixels=max_pixels, overwrite=overwrite).settings()
+                                    max_pixels=max_pixels, overwrite=overwrite, work_size=work_size).settings()
         execution = opt.ExecutionOptions(device=device_name, precision=precision, tile=tile, max_memory=max_memory,
                                          compile=compile_, batch_size=batch_size).resolve()
         options = video.Options(

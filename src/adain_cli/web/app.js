@@ -56,6 +56,7 @@ async function stylize() {
   const colour = document.querySelector('input[name="colour"]:checked').value;
   if (colour !== "style") form.append(colour, "true");
   form.append("content_size", $("size").value);
+  form.append("work_size", $("work-size").value);
   if (pending) pending.abort();
   pending = new AbortController();
   say("Painting…");
@@ -147,6 +148,7 @@ $("content").addEventListener("change", (event) => setContent(event.target.files
 $("styles").addEventListener("change", (event) => addOwn([...event.target.files]));
 $("alpha").addEventListener("input", () => { $("alpha-value").value = Number($("alpha").value).toFixed(2); schedule(); });
 $("size").addEventListener("change", schedule);
+$("work-size").addEventListener("change", schedule);
 for (const radio of document.querySelectorAll('input[name="colour"]')) radio.addEventListener("change", schedule);
 dropZone($("content-drop"), (files) => setContent(files[0]));
 dropZone($("style-drop"), addOwn);
