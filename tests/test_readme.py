@@ -4,7 +4,8 @@ weights, a local HTTP server standing in for the download site).
 
 The examples run shortened, as a test must, without changing what they exercise: image
 sizes a line leaves out run at the small files' own size (`--content-size 0 --style-size 0`)
-and sizes above 64 px at 64 px (videos too: their clips are 40x32, 3 s at 10 fps); `adain
+and sizes above 64 px at 64 px (videos too: their clips are 40x32, 3 s at 10 fps), a
+`--work-size` at 16 px, the smallest; `adain
 train` lines with two iterations on 32 px crops; the
 Python snippet at 64 px. The torchrun lines are exercised by two-process runs in test_train and
 test_dataset.
@@ -110,6 +111,7 @@ def test_the_readme_has_examples():
 
 SIZE_OPTIONS = ("--content-size", "--style-size")
 LARGEST_SIZE = 64
+WORK_SIZE = "16"  # what every --work-size runs at: smaller than any shortened output
 
 
 def shortened(words: list[str]) -> list[str]:
@@ -119,8 +121,8 @@ def shortened(words: list[str]) -> list[str]:
                 "--workers", "0"]
     if words[1] not in ("stylize", "interpolate", "video", "dataset"):
         return words
-    words = [str(min(int(word), LARGEST_SIZE)) if before in SIZE_OPTIONS else word
-             for before, word in zip(["", *words], words, strict=False)]
+    words = [str(min(int(word), LARGEST_SIZE)) if before in SIZE_OPTIONS else WORK_SIZE if before == "--work-size"
+             else word for before, word in zip(["", *words], words, strict=False)]
     return words + [part for option in SIZE_OPTIONS if option not in words for part in (option, "0")]
 
 

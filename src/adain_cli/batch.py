@@ -67,20 +67,6 @@ def plan(contents: list[Path], styles: list[Path], out: Path, ext: str = "png") 
     return planned
 
 
-def check_work_size(planned: list[Job], settings: jobs.Settings) -> None:
-    """Before anything runs: UsageError naming the first content whose output is smaller than
-    the working size (known from the files' headers when content-size keeps the original). A
-    file that cannot be read is left to fail in its turn, as it would without --work-size."""
-    if not settings.work_size or settings.content_size:
-        return  # off, or checked against content-size by the settings themselves
-    for path in dict.fromkeys(job.content for job in planned):
-        try:
-            width, height = images.peek_file_size(path, settings.max_pixels)
-        except ImageError:
-            continue
-        settings.check_work_size(width, height, path)
-
-
 @dataclass
 class _Content:
     """One content file and its jobs: a runner item (runner.py)."""

@@ -73,6 +73,19 @@ class Settings:
             raise UsageError(f"{path}: work-size {self.work_size} is larger than the output's shorter side "
                              f"({min(width, height)} px): give a smaller one, or 0")
 
+    def check_work_sizes(self, contents: Iterable[Path]) -> None:
+        """Before anything runs: UsageError naming the first content whose output is smaller than
+        the working size, from the files' headers (needed only when content-size keeps the
+        original). A file that cannot be read is left to fail in its turn, as without --work-size."""
+        if not self.work_size or self.content_size:
+            return  # off, or checked against content-size on construction
+        for path in dict.fromkeys(contents):
+            try:
+                width, height = images.peek_file_size(path, self.max_pixels)
+            except ImageError:
+                continue
+            self.check_work_size(width, height, path)
+
     def load_style(self, path: Path) -> Tensor:
         """A style file decoded and resized as the network takes it: (1, 3, H, W) in [0, 1]."""
         return self.prepare_style(images.load_image(path, self.max_pixels), path)

@@ -65,6 +65,7 @@ def interpolate_command(
                                          compile=compile_).resolve()
         job = interpolate.plan(content, styles, output, weights=mixing.parse_weights(weights_text), steps=steps,
                                grid=grid, alpha_sweep=alpha_sweep, alpha=alpha, mask=mask, labels=labels, ext=ext)
+        settings.check_work_sizes([job.content])
         stylizer = load_stylizer(vgg, decoder, execution, offline=offline, quiet=quiet)
         outcomes = interpolate.run(stylizer, job, settings, outcome_reporter(as_json, quiet, debug))
     raise typer.Exit(jobs.exit_code(outcomes))

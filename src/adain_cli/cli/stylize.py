@@ -52,7 +52,7 @@ def stylize(
         execution = opt.ExecutionOptions(device=device_name, precision=precision, tile=tile, max_memory=max_memory,
                                          compile=compile_, batch_size=batch_size).resolve()
         planned = batch.plan(expand(content), expand(style), output, ext)
-        batch.check_work_size(planned, settings)
+        settings.check_work_sizes(job.content for job in planned)
         stylizer = load_stylizer(vgg, decoder, execution, offline=offline, quiet=quiet)
         outcomes = run_reporting(stylizer, planned, settings, as_json=as_json, quiet=quiet, debug=debug)
         if len(planned) > 1 and not (as_json or quiet):
