@@ -24,11 +24,11 @@ def recording(stylizer: Stylizer, batch_size: int = 4, fail=lambda stage, n: Fal
     calls: dict[str, list[int]] = {"encode": [], "render": []}
     encode, render = made.encode_contents, made.render_batch
 
-    def encode_contents(batch):
+    def encode_contents(batch, work_size=0):
         calls["encode"].append(len(batch))
         if fail("encode", len(batch)):
             raise ValueError("cannot encode")
-        return encode(batch)
+        return encode(batch, work_size)
 
     def render_batch(contents, styles, alpha=1.0, color_mode="style"):
         calls["render"].append(len(contents))
@@ -163,10 +163,10 @@ def test_a_batch_that_fails_is_retried_item_by_item_so_one_failure_is_its_own(st
     items = [Item("a"), Item("bad"), Item("c")]
     real = made.encode_contents
 
-    def encode_contents(batch):
+    def encode_contents(batch, work_size=0):
         if len(batch) == 1 and torch.equal(batch, bad):
             raise ValueError("this one cannot")
-        return real(batch)
+        return real(batch, work_size)
 
     made.encode_contents = encode_contents  # type: ignore[method-assign]
     source = queue.Queue()

@@ -116,10 +116,11 @@ def fit(guide: Tensor, target: Tensor, radius: int = RADIUS, eps: float = EPS) -
 def _lerp_indices(out: int, size: int, start: int, stop: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
     """For output positions start..stop-1 of `out`, the two input positions of `size` that
     bilinear interpolation (align_corners False, as F.interpolate) blends, and the weight of the second."""
-    position = ((torch.arange(start, stop, device=device, dtype=torch.float64) + 0.5) * (size / out) - 0.5)
-    position = position.clamp_min(0)
+    # float64 on the CPU (MPS has none): exact positions however long the side.
+    position = ((torch.arange(start, stop, dtype=torch.float64) + 0.5) * (size / out) - 0.5).clamp_min(0)
     low = position.floor().long().clamp_max(size - 1)
-    return low, (low + 1).clamp_max(size - 1), (position - low).float()
+    high, weight = (low + 1).clamp_max(size - 1), (position - low).float()
+    return low.to(device), high.to(device), weight.to(device)
 
 
 def _upsampled_rows(coefficients: Tensor, height: int, width: int, top: int, bottom: int) -> Tensor:
