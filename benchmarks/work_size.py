@@ -74,7 +74,8 @@ def speed(folder: Path, rounds: int) -> dict[tuple[str, str, int], Path]:
         for run in runs if round_ % 2 == 0 else runs[::-1]:  # the order alternates: drift hits both ends
             name, precision, work = run
             out = folder / f"out-{name}-{precision}-{work}.png"
-            options = ["--content-size", "0", "--precision", precision] + (["--work-size", str(work)] if work else [])
+            options = ["--content-size", "0", "--precision", precision, "--overwrite"]  # every round makes it
+            options += ["--work-size", str(work)] if work else []
             seconds[run].append(measure(_command(contents[name], style, out, weights, *options))[0])
             outputs[run] = out
     print(f"\nwhole process, seconds (best of {rounds}), and speed-up against --content-size 0")
@@ -84,6 +85,7 @@ def speed(folder: Path, rounds: int) -> dict[tuple[str, str, int], Path]:
         full, w512, w1024 = (min(seconds[(name, precision, work)]) for work in WORKS)
         print(f"{name:>6} {precision:>9} {full:15.1f} {w512:14.1f} {full / w512:5.1f} {w1024:15.1f} "
               f"{full / w1024:5.1f}", flush=True)
+    print(f"load at the end: {_load()}")
     return outputs
 
 
@@ -136,6 +138,11 @@ def samples(folder: Path, size: int = 1024, work: int = 256, crop: int = 192) ->
           f"guided {psnr(made['guided'], answer):.2f} dB")
 
 
+def _load() -> str:
+    with open("/proc/loadavg") as handle:
+        return handle.read().split()[0]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", choices=("speed", "look", "edges", "samples"))
@@ -144,10 +151,8 @@ def main() -> None:
     parser.add_argument("--samples-to", type=Path)
     args = parser.parse_args()
     torch.set_grad_enabled(False)
-    with open("/proc/loadavg") as handle:
-        load = handle.read().split()[0]
     print(f"{time.strftime('%Y-%m-%d %H:%M')}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"load {load}, random weights")
+          f"load {_load()}, random weights")
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch)
         if args.only in (None, "speed", "look"):

@@ -106,6 +106,15 @@ class Collected:
         return [key for key, _ in self.results]
 
 
+def test_a_batch_holds_contents_of_one_work_size(stylizer):
+    made, calls = recording(stylizer, batch_size=4)
+    items = [Item("a"), Item("b", work_size=16), Item("c", work_size=16), Item("d")]
+    sink = Collected()
+    Runner(made, workers=0, fill=True).run(items, sink)
+    assert calls["encode"] == [1, 2, 1]
+    assert [result for _, result in sink.results] == [(1, 3, 24, 32)] * 4  # each at its content's size
+
+
 def test_every_output_reaches_the_sink_in_order_finished_on_workers(stylizer):
     made, calls = recording(stylizer, batch_size=2)
     items = [Item(f"c{i}", outputs=3) for i in range(3)]

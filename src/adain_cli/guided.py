@@ -10,13 +10,16 @@ window of radius r, as a linear function of the content I there (the *guide*):
 The coefficients are averaged over the windows that cover each pixel, upsampled
 bilinearly to the full size and applied to the full-size content: wherever the result is
 locally a colour mapping of the photo, the full-size output is that mapping applied to
-the full-size photo, sharp edges included, while its own texture (brush strokes) keeps
-the working size's scale. The guide is the RGB content, not its grey: a 3x3 covariance per
-pixel lets a window hold an edge between two colours that have the same grey (BENCHMARKS.md,
-"Working size": the colour guide measured against the grey one).
+the full-size photo, sharp edges included. What the model leaves out at the working size
+(the detail layer: brush strokes, texture the photo does not explain) is added to the
+offsets b, so that it is upsampled with them and keeps the working size's scale; without
+it the strokes would be averaged away. The guide is the RGB content, not its grey: a 3x3
+covariance per pixel lets a window hold an edge between two colours that have the same
+grey.
 
-RADIUS and EPS were chosen by measurement (benchmarks/guided_sweep.py): RADIUS is in
-working-size pixels; EPS is in the pixel range [0, 1] squared.
+RADIUS (working-size pixels) and EPS (pixel values in [0, 1], squared), the RGB guide and
+the detail layer were chosen by measurement: benchmarks/guided_sweep.py, BENCHMARKS.md,
+"Working size".
 
 Memory: the fit holds ~40 floats per working-size pixel and runs in tiles with halos
 (tiling.run_tiled, exact) when the budget says so; applying it at full size goes in row
@@ -124,12 +127,15 @@ def _lerp_indices(out: int, size: int, start: int, stop: int, device: torch.devi
 
 
 def _upsampled_rows(coefficients: Tensor, height: int, width: int, top: int, bottom: int) -> Tensor:
-    """Rows top..bottom-1 of `coefficients` (N, K, h, w) upsampled bilinearly to height x width."""
-    h, w = coefficients.shape[-2:]
+    """Rows top..bottom-1 of `coefficients` (N, K, h, w) upsampled bilinearly to height x width,
+    as F.interpolate would upsample the whole: the rows they need widened first (F.interpolate
+    along the width alone, exact), then blended in pairs."""
+    h = coefficients.shape[-2]
     up, down, weight = _lerp_indices(height, h, top, bottom, coefficients.device)
-    rows = torch.lerp(coefficients[:, :, up], coefficients[:, :, down], weight.view(-1, 1))  # (N, K, rows, w)
-    left, right, weight = _lerp_indices(width, w, 0, width, coefficients.device)
-    return torch.lerp(rows[..., left], rows[..., right], weight)  # (N, K, rows, W)
+    first, last = int(up[0]), int(down[-1]) + 1  # the indices grow with the row
+    wide = F.interpolate(coefficients[:, :, first:last], size=(last - first, width), mode="bilinear",
+                         align_corners=False)  # (N, K, rows needed, W)
+    return torch.lerp(wide[:, :, up - first], wide[:, :, down - first], weight.view(-1, 1))  # (N, K, rows, W)
 
 
 def apply(coefficients: Tensor, guide: Tensor, band: int | None = None) -> Tensor:
@@ -143,7 +149,10 @@ def apply(coefficients: Tensor, guide: Tensor, band: int | None = None) -> Tenso
         bottom = min(top + band, height)
         model = _upsampled_rows(coefficients, height, width, top, bottom).unflatten(1, (3, guides + 1))
         rows = guide[:, :, top:bottom].float()
-        out[:, :, top:bottom] = (model[:, :, :guides] * rows.unsqueeze(1)).sum(2) + model[:, :, guides]
+        result = out[:, :, top:bottom]
+        result.copy_(model[:, :, guides])
+        for g in range(guides):  # one product at a time: no (N, 3, G, rows, W) temporary
+            result.addcmul_(model[:, :, g], rows[:, g:g + 1])
     return out
 
 
