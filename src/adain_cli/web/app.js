@@ -235,6 +235,8 @@ const live = {
     await element.play().catch(() => {});  // autoplay of a muted video: play() may only report it
     $("pictures").hidden = false;
     $("pictures").classList.toggle("mirrored", mirrored);
+    // Until the first answer, the empty output box takes the camera's shape.
+    if (element.videoWidth) $("live-output").style.aspectRatio = element.videoWidth + " / " + element.videoHeight;
     $("still").disabled = false;
   },
 
