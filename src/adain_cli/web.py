@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import parse_qs, quote, unquote_plus
 
-from fastapi import Depends, FastAPI, File, Form, UploadFile
+from fastapi import Depends, FastAPI, File, Form, UploadFile, WebSocket
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.requests import Request as HttpRequest
@@ -57,6 +57,7 @@ from . import __version__, about, color, images, mixing
 from .atomic import atomic_write
 from .errors import AdainError, Busy, ImageError, OutputError, RequestError, UsageError
 from .inputs import walk_images
+from .live import Live, StreamLimits
 from .lru import Recent
 from .runner import Budget, Reservation
 from .serve import (
@@ -161,6 +162,7 @@ class Options:
     allow_hosts: tuple[str, ...] = ()  # more Host names to answer (a reverse proxy's); "*": any
     allow_origins: tuple[str, ...] = ()  # web origins that may use the API from their pages (CORS)
     body_timeout: float = DEFAULT_BODY_TIMEOUT
+    live: StreamLimits = field(default_factory=StreamLimits)  # what /v1/live streams may send
 
     def __post_init__(self) -> None:
         if self.token is not None and not self.token.strip():
@@ -478,6 +480,13 @@ def create_app(engine: Engine, library: Library | None = None, options: Options 
         described = "/openapi.json" + (f"?token={quote(token, safe='')}" if token else "")
         return get_swagger_ui_html(openapi_url=described, title="adain serve: the API")
 
+    live = Live(engine, library.upload, options.live)
+
+    @api.websocket("/v1/live")
+    async def live_stream(websocket: WebSocket) -> None:
+        # The guards in front have run: Host, Origin (a WebSocket is not covered by CORS) and token.
+        await live.session(websocket)
+
     @api.get("/v1/health", summary="Liveness: answers while requests are being served")
     async def health() -> dict[str, Any]:
         return {"status": "ok", "queue": engine.queue_length}
@@ -746,9 +755,10 @@ def is_loopback(host: str) -> bool:
 
 
 def serve_forever(app: Any, listener: socket.socket, *, debug: bool = False,
-                  connections: Connections = Connections()) -> None:
+                  connections: Connections = Connections(), max_message: int = StreamLimits().max_message) -> None:
     """Run the app under uvicorn on a bound socket until Ctrl-C or SIGTERM, which stop new
-    connections, let the requests in flight finish (60 s at most), and return."""
+    connections, let the requests in flight finish (60 s at most), and return. `max_message`:
+    the largest WebSocket message taken at all (a larger one closes its stream, 1009)."""
     import uvicorn
 
     class Server(uvicorn.Server):
@@ -768,6 +778,10 @@ def serve_forever(app: Any, listener: socket.socket, *, debug: bool = False,
 
     config = uvicorn.Config(app, log_level="info" if debug else "warning", access_log=debug,
                             timeout_graceful_shutdown=60, timeout_keep_alive=connections.keep_alive,
+                            # A stream's messages waiting unread at most (newest frame wins: more
+                            # would only be latency), none compressed (frames are JPEG already, and
+                            # inflating is where a small message can become a huge one).
+                            ws_max_size=max_message, ws_max_queue=2, ws_per_message_deflate=False,
                             http=_connection_protocol(connections.limit(), connections.header_timeout))
     access = logging.getLogger("uvicorn.access")
     if not any(isinstance(f, _RedactTokens) for f in access.filters):
