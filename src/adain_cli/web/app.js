@@ -174,8 +174,8 @@ async function loadLibrary() {
 const FRAME_QUALITY = 0.8;   // JPEG quality of the frames sent: small and good enough to paint
 const MAX_IN_FLIGHT = 2;     // one being painted, one waiting: the server keeps only the newest
 const SECOND_AFTER_MS = 40;  // a second frame goes out only once the first has been away this long
-const LOST_AFTER_MS = 4000;  // a frame unanswered this long was dropped or refused: stop waiting
-const FPS_WINDOW_MS = 2000;  // the page's own answers per second, over this window
+const LOST_AFTER_MS = 4000;  // a frame unanswered this long (or 3 x the server's p99) was not taken
+const FPS_WINDOW_MS = 3000;  // the page's own answers per second, over this window
 
 const live = {
   stream: null,          // the camera's MediaStream
@@ -185,6 +185,8 @@ const live = {
   names: new WeakMap(),  // own painting (File) -> the name it is uploaded under
   nextName: 0,
   inFlight: [],          // send times of frames not answered yet, oldest first
+  lostAfter: LOST_AFTER_MS,
+  streaming: false,      // the settings sent last name a painting: frames may go
   lastSent: 0,
   encoding: false,
   answers: [],           // arrival times of recent answers
@@ -310,6 +312,8 @@ const live = {
     this.idleClosed = false;
     this.uploaded = new Set();
     this.inFlight = [];
+    this.streaming = false;
+    this.lostAfter = LOST_AFTER_MS;
     for (const id of ["fps-server", "fps-page"]) $(id).textContent = "0.0";
     const socket = new WebSocket(this.url());
     socket.binaryType = "blob";
@@ -349,7 +353,7 @@ const live = {
     if (message.type === "ready") this.ready(message);
     else if (message.type === "stats") this.stats(message);
     else if (message.type === "error") {
-      this.inFlight.shift();  // most errors answer a frame; if not, the next frame merely replaces one
+      if (message.frame != null) this.inFlight.shift();  // the answer to a frame, as an error
       this.status("The server: " + message.error, true);
     }
   },
@@ -374,6 +378,11 @@ const live = {
     const socket = this.socket;
     if (!socket || socket.readyState !== WebSocket.OPEN) return;
     const styles = chosenStyles();
+    const fresh = styles.filter((style) => style.file && !this.uploaded.has(this.names.get(style.file)));
+    if (this.uploaded.size + fresh.length > (this.limits.max_styles ?? Infinity)) {
+      this.connect();  // a stream keeps a few own paintings at most: a new one starts empty
+      return;
+    }
     const names = [];
     for (const style of styles) names.push(style.file ? await this.upload(socket, style.file) : style.label);
     const colour = colourMode();
@@ -387,6 +396,7 @@ const live = {
       content_size: Number($("working-size").value),
       format: "jpeg",
     }));
+    this.streaming = names.length > 0;  // frames follow their settings, never precede them
     if (styles.length) this.status("Live.");
     else this.status("Pick a painting to see the camera stylized.");
   },
@@ -413,9 +423,9 @@ const live = {
     const socket = this.socket;
     const video = $("camera-video");
     if (!socket || socket.readyState !== WebSocket.OPEN || this.encoding || !this.stream) return;
-    if (!video.videoWidth || chosenStyles().length === 0) return;
+    if (!video.videoWidth || !this.streaming) return;
     const now = performance.now();
-    this.inFlight = this.inFlight.filter((sent) => now - sent < LOST_AFTER_MS);
+    this.inFlight = this.inFlight.filter((sent) => now - sent < this.lostAfter);
     if (this.inFlight.length >= MAX_IN_FLIGHT) return;
     if (this.inFlight.length && now - this.inFlight[this.inFlight.length - 1] < SECOND_AFTER_MS) return;
     if (this.limits.max_fps && now - this.lastSent < 1000 / this.limits.max_fps) return;
@@ -467,6 +477,7 @@ const live = {
     $("fps-server").textContent = Number(message.fps || 0).toFixed(1);
     $("latency").textContent = ms(latency.p50) + " / " + ms(latency.p99);
     $("dropped").textContent = String(message.dropped ?? 0);
+    this.lostAfter = Math.max(LOST_AFTER_MS, 3 * (latency.p99 || 0));
   },
 
   // The current camera frame at its own size, through POST /v1/stylize, offered for download.
