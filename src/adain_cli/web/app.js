@@ -196,6 +196,7 @@ const live = {
   settingsTimer: null,
   sending: Promise.resolve(),
   idleClosed: false,
+  frameError: false,
   canvas: document.createElement("canvas"),
 
   status(text, isError = false) {
@@ -225,9 +226,11 @@ const live = {
   },
 
   async openCamera(deviceId) {
-    this.stopCamera();
+    this.stopCamera();  // first: a phone may not open a second camera while one is open
     const video = deviceId ? { deviceId: { exact: deviceId } } : { facingMode: "user" };
-    this.stream = await navigator.mediaDevices.getUserMedia({ video, audio: false });
+    const stream = await navigator.mediaDevices.getUserMedia({ video, audio: false });
+    this.stopCamera();  // one that another start opened meanwhile
+    this.stream = stream;
     const track = this.stream.getVideoTracks()[0];
     // Laptop cameras often report no facing mode at all; they face the user, as "user" ones do.
     const facing = track.getSettings().facingMode;
@@ -354,6 +357,7 @@ const live = {
     else if (message.type === "stats") this.stats(message);
     else if (message.type === "error") {
       if (message.frame != null) this.inFlight.shift();  // the answer to a frame, as an error
+      this.frameError = message.frame != null;  // said until a frame comes back; others until a change
       this.status("The server: " + message.error, true);
     }
   },
@@ -450,6 +454,7 @@ const live = {
 
   async show(blob) {
     this.inFlight.shift();
+    if (this.frameError) { this.frameError = false; this.status("Live."); }
     this.answers.push(performance.now());
     const sequence = ++this.received;
     this.pump();
