@@ -299,6 +299,41 @@ def test_three_streams_take_turns_so_a_fast_one_starves_none(make_client, styliz
     assert served == [jpeg(1), jpeg(2), jpeg(3), jpeg(9)]
 
 
+def test_frames_of_one_size_from_several_streams_are_stylized_in_one_call(make_client, stylizer):
+    from adain_cli import Stylizer
+    from adain_cli.execution import Execution
+
+    batched = Stylizer(stylizer.encoder, stylizer.decoder, execution=Execution.resolve("cpu", batch_size=3))
+    held, release = hold_rendering(batched)
+    calls: list[int] = []
+    render = held.render_batch
+    held.render_batch = lambda contents, *rest, **options: (calls.append(len(contents)),  # type: ignore[method-assign]
+                                                            render(contents, *rest, **options))[1]
+    client = make_client(engine_stylizer=held)
+    with client.websocket_connect(WS) as a, client.websocket_connect(WS) as b, client.websocket_connect(WS) as c:
+        for ws in (a, b, c):
+            started(ws)
+        a.send_bytes(jpeg(1))
+        stats(a)
+        time.sleep(0.2)  # a's first frame is in work, held; then one frame waits in each lane
+        for ws, seed in ((a, 2), (b, 3), (c, 4)):
+            ws.send_bytes(jpeg(seed))
+            stats(ws)
+        release.set()
+        for ws in (a, a, b, c):
+            answer(ws)
+    assert calls == [1, 3]
+
+
+def test_info_says_how_many_live_streams_there_are(client):
+    with client.websocket_connect(WS) as ws:
+        reply(ws, "ready")
+        info = client.get("/v1/info").json()["live"]
+    assert info == {"streams": 1, "max_streams": live.DEFAULT_MAX_STREAMS, "max_fps": live.DEFAULT_MAX_FPS,
+                    "max_frame_bytes": live.DEFAULT_MAX_FRAME, "idle_seconds": live.DEFAULT_IDLE}
+    assert client.get("/v1/info").json()["live"]["streams"] == 0
+
+
 def test_turns_give_each_lane_one_item_in_turn_and_a_stream_lane_holds_only_the_newest():
     turns: Turns[str] = Turns(limit=3)
     a, b = turns.open_lane(), turns.open_lane()
