@@ -171,6 +171,16 @@ def test_a_bad_message_or_frame_gets_an_error_and_the_next_frame_is_served(make_
         assert reply(ws, "settings") == before  # a refused change changed nothing
 
 
+def test_a_frame_over_the_pixel_limit_is_413_before_decoding_and_the_next_is_served(make_client):
+    client = make_client(limits=serve.Limits(max_pixels=1300))  # the painting is 36x36
+    with client.websocket_connect(WS) as ws:
+        started(ws, content_size=0, style_size=0)
+        ws.send_bytes(jpeg(1, (48, 36)))  # 1,728 pixels
+        error = reply(ws, "error")
+        assert error["status"] == 413 and error["frame"] == 1 and "1,300" in error["error"], error
+        assert Image.open(io.BytesIO(roundtrip(ws, jpeg(2, (30, 30))))).size == (30, 30)
+
+
 def test_frames_before_any_painting_is_chosen_are_refused_with_a_reason(client):
     with client.websocket_connect(WS) as ws:
         reply(ws, "ready")
