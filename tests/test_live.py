@@ -171,6 +171,16 @@ def test_a_bad_message_or_frame_gets_an_error_and_the_next_frame_is_served(make_
         assert reply(ws, "settings") == before  # a refused change changed nothing
 
 
+def test_a_frame_over_the_pixel_limit_is_413_before_decoding_and_the_next_is_served(make_client):
+    client = make_client(limits=serve.Limits(max_pixels=1300))  # the painting is 36x36
+    with client.websocket_connect(WS) as ws:
+        started(ws, content_size=0, style_size=0)
+        ws.send_bytes(jpeg(1, (48, 36)))  # 1,728 pixels
+        error = reply(ws, "error")
+        assert error["status"] == 413 and error["frame"] == 1 and "1,300" in error["error"], error
+        assert Image.open(io.BytesIO(roundtrip(ws, jpeg(2, (30, 30))))).size == (30, 30)
+
+
 def test_frames_before_any_painting_is_chosen_are_refused_with_a_reason(client):
     with client.websocket_connect(WS) as ws:
         reply(ws, "ready")
@@ -297,6 +307,41 @@ def test_three_streams_take_turns_so_a_fast_one_starves_none(make_client, styliz
             answer(ws)
         answer(a)
     assert served == [jpeg(1), jpeg(2), jpeg(3), jpeg(9)]
+
+
+def test_frames_of_one_size_from_several_streams_are_stylized_in_one_call(make_client, stylizer):
+    from adain_cli import Stylizer
+    from adain_cli.execution import Execution
+
+    batched = Stylizer(stylizer.encoder, stylizer.decoder, execution=Execution.resolve("cpu", batch_size=3))
+    held, release = hold_rendering(batched)
+    calls: list[int] = []
+    render = held.render_batch
+    held.render_batch = lambda contents, *rest, **options: (calls.append(len(contents)),  # type: ignore[method-assign]
+                                                            render(contents, *rest, **options))[1]
+    client = make_client(engine_stylizer=held)
+    with client.websocket_connect(WS) as a, client.websocket_connect(WS) as b, client.websocket_connect(WS) as c:
+        for ws in (a, b, c):
+            started(ws)
+        a.send_bytes(jpeg(1))
+        stats(a)
+        time.sleep(0.2)  # a's first frame is in work, held; then one frame waits in each lane
+        for ws, seed in ((a, 2), (b, 3), (c, 4)):
+            ws.send_bytes(jpeg(seed))
+            stats(ws)
+        release.set()
+        for ws in (a, a, b, c):
+            answer(ws)
+    assert calls == [1, 3]
+
+
+def test_info_says_how_many_live_streams_there_are(client):
+    with client.websocket_connect(WS) as ws:
+        reply(ws, "ready")
+        info = client.get("/v1/info").json()["live"]
+    assert info == {"streams": 1, "max_streams": live.DEFAULT_MAX_STREAMS, "max_fps": live.DEFAULT_MAX_FPS,
+                    "max_frame_bytes": live.DEFAULT_MAX_FRAME, "idle_seconds": live.DEFAULT_IDLE}
+    assert client.get("/v1/info").json()["live"]["streams"] == 0
 
 
 def test_turns_give_each_lane_one_item_in_turn_and_a_stream_lane_holds_only_the_newest():

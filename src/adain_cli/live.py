@@ -11,8 +11,8 @@ The protocol (the README's "Live" section): text messages are JSON objects with 
 (the client's "settings", "style" and "stats"; the server's "ready", "settings", "style",
 "stats" and "error"), binary messages are frames both ways. A bad message or frame is
 answered with an error and the stream goes on; only ERRORS_IN_A_ROW of them close it.
-Everything a stream holds is bounded: one frame waiting, one in work, OUTBOX answers
-unsent, and its own paintings (counted against the engine's memory Budget).
+Everything a stream holds is bounded: one frame waiting, one in work, UNSENT_FRAMES answers
+and OUTBOX messages unsent, and its own paintings (counted against the engine's memory Budget).
 """
 
 from __future__ import annotations
@@ -50,7 +50,8 @@ ERRORS_IN_A_ROW = 20  # refused messages in a row that close a stream: the clien
 STATS_EVERY = 0.5  # s between stats messages while frames flow
 RECENT = 100  # answers the latency percentiles and the rate are taken over
 FPS_WINDOW = 2.0  # s of answers the frame rate is counted over
-OUTBOX = 8  # messages waiting to be sent; beyond, the client is not reading and answers are dropped
+OUTBOX = 8  # messages waiting to be sent; beyond, the client is not reading and text is dropped
+UNSENT_FRAMES = 2  # answers waiting to be sent (one being sent, the next): a newer one beyond is dropped
 
 
 @dataclass(frozen=True)
@@ -219,6 +220,7 @@ class Stream:
         self._bucket = _Bucket(limits.max_fps)
         self._last_stats = 0.0
         self._outbox: asyncio.Queue[tuple[dict[str, Any] | bytes, float]] = asyncio.Queue(OUTBOX)
+        self._unsent = 0  # frames in the outbox
 
     # --- messages in ----------------------------------------------------------------------------
 
@@ -328,7 +330,8 @@ class Stream:
 
     def _refused(self, exc: AdainError, frame: int | None = None, **asked: Any) -> None:
         error = as_request_error(exc)
-        self.errors_in_a_row += 1
+        if error.status < 500:  # the client's mistake; a busy server is not
+            self.errors_in_a_row += 1
         if frame is not None:
             self.counts.failed += 1
         self._say({"type": "error", "status": error.status, "error": str(error),
@@ -350,10 +353,11 @@ class Stream:
             error = as_request_error(future.exception())  # type: ignore[arg-type]
             self._say({"type": "error", "status": error.status, "error": f"frame {index}: {error}", "frame": index})
             return
-        try:
-            self._outbox.put_nowait((future.result(), job.arrived))
-        except asyncio.QueueFull:  # the client is not reading what it asked for
+        if self._unsent >= UNSENT_FRAMES or self._outbox.full():  # the client is not reading what it asked for
             self.counts.dropped += 1
+            return
+        self._outbox.put_nowait((future.result(), job.arrived))
+        self._unsent += 1
 
     def _say(self, message: dict[str, Any]) -> None:
         # A client that reads nothing loses text too; what is queued already is enough to say why.
@@ -387,6 +391,7 @@ class Stream:
             message, arrived = await self._outbox.get()
             if isinstance(message, bytes):
                 await websocket.send_bytes(message)
+                self._unsent -= 1
                 now = time.perf_counter()
                 self._latencies.append(now - arrived)
                 self._answered_at.append(now)

@@ -6,11 +6,12 @@
         render_batch of the requests that arrived together       stage 3, one decoder call
     --> the request's future: an 8-bit image
 
-So a change of alpha or mixing weights alone costs one decoder pass. The queue is a source
-of the one runner (runner.py), whose thread owns the model (a GPU runs one thing at a time
-anyway): requests that wait in the queue while it works are stylized together,
-`Execution.batch_size` at a time, when their contents have one size. Nothing here knows
-HTTP (web.py does) and nothing touches the disk.
+So a change of alpha or mixing weights alone costs one decoder pass. The queue (turns.py:
+requests in order, and a lane of one frame per live stream, taken in turns) is a source of
+the one runner (runner.py), whose thread owns the model (a GPU runs one thing at a time
+anyway): work that waits while it works is stylized together, `Execution.batch_size` at a
+time, when the contents have one size. Nothing here knows HTTP (web.py does) or WebSockets
+(live.py), and nothing touches the disk.
 
 Memory is bounded in bytes, not only in requests: work is admitted against a `Budget`
 before anything is decoded (its images' sizes come from their headers), and holds its share

@@ -3,6 +3,7 @@
     GET  /                          the page (web/index.html with app.css and app.js inlined: no build step)
     POST /v1/stylize                multipart: content, style (repeated), fields -> image bytes
     GET  /v1/styles                 the --styles library; /v1/styles/{name}/thumbnail
+    WS   /v1/live                   camera frames in, stylized frames out (live.py: the protocol)
     GET  /v1/health, /v1/info       liveness; versions, device, weights, queue, limits
     GET  /openapi.json, /docs       the API described (FastAPI writes it from the route below)
 
@@ -499,7 +500,10 @@ def create_app(engine: Engine, library: Library | None = None, options: Options 
                 "weights": options.weights, "queue": engine.queue_length, "served": engine.served,
                 "limits": {"max_upload_bytes": engine.limits.max_upload, "max_pixels": engine.limits.max_pixels,
                            "queue": engine.limits.queue, "memory_bytes": engine.budget.limit},
-                "memory_held": engine.budget.held, "cache": engine.cache_stats(), "styles": len(library.files)}
+                "memory_held": engine.budget.held, "cache": engine.cache_stats(), "styles": len(library.files),
+                "live": {"streams": live.streams, "max_streams": options.live.max_streams,
+                         "max_fps": options.live.max_fps, "max_frame_bytes": options.live.max_frame,
+                         "idle_seconds": options.live.idle}}
 
     @api.get("/v1/styles", summary="The paintings of the --styles folder")
     async def styles() -> dict[str, Any]:
