@@ -1,8 +1,9 @@
 """The page's Camera mode in a real headless Chromium with a fake camera (a generated .y4m clip):
-stylized frames over /v1/live, the frame rates, a painting switch and a working-size change seen in the
-output's pixels, an own painting uploaded, the full-size still, the layout on wide and phone screens,
-the tracks stopped on leaving the mode, a lost connection and its reconnect, and the messages for a
-refused camera, no camera and an insecure page."""
+stylized frames over /v1/live at the working size, the frame rates, a painting switch seen in the
+output's pixels (against a paused camera's settled output), what the page sends (no frame before a
+painting, an own painting uploaded once, strength, mix and size as settings), the full-size still,
+the layout on wide and phone screens, the tracks stopped on leaving the mode, a lost connection and
+its reconnect, and the messages for a refused camera, no camera and an insecure page."""
 
 from __future__ import annotations
 
