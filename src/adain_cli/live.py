@@ -49,7 +49,8 @@ DEFAULT_MAX_STREAMS = 4
 ERRORS_IN_A_ROW = 20  # refused messages in a row that close a stream: the client is not speaking the protocol
 STATS_EVERY = 0.5  # s between stats messages while frames flow
 RECENT = 100  # answers the latency percentiles and the rate are taken over
-FPS_WINDOW = 2.0  # s of answers the frame rate is counted over
+FPS_WINDOW = 10.0  # s: the frame rate is counted over the answers of at most this long ago ...
+FPS_ANSWERS = 10  # ... and at most this many (a slow CPU's 1 frame in 2 s still shows)
 OUTBOX = 8  # messages waiting to be sent; beyond, the client is not reading and text is dropped
 UNSENT_FRAMES = 2  # answers waiting to be sent (one being sent, the next): a newer one beyond is dropped
 
@@ -374,7 +375,7 @@ class Stream:
         """The stream's counts, its recent answers per second and latency (from a frame's arrival
         to its answer sent, in ms)."""
         now = time.perf_counter() if now is None else now
-        recent = [t for t in self._answered_at if now - t <= FPS_WINDOW]
+        recent = [t for t in self._answered_at if now - t <= FPS_WINDOW][-FPS_ANSWERS:]
         span = recent[-1] - recent[0] if len(recent) > 1 else 0.0
         ordered = sorted(self._latencies)
 
