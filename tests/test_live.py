@@ -12,6 +12,7 @@ import time
 import pytest
 from conftest import LOCAL, hold_rendering, synthetic_image
 from PIL import Image
+from starlette.testclient import WebSocketDenialResponse
 from starlette.websockets import WebSocketDisconnect
 
 from adain_cli import images, live, serve, web
@@ -106,8 +107,9 @@ def test_with_smooth_off_a_frame_is_the_apis_picture_pixel_for_pixel_and_setting
 
 
 def test_steady_statistics_are_on_by_default_and_restart_at_a_cut(client):
-    """The default `smooth` averages content statistics over frames: a frame close to the last is
-    not painted on its own statistics; a cut (a different picture) starts afresh."""
+    """`smooth` (on by default) averages content statistics over frames: a frame close to the
+    last is not painted on its own statistics; a cut (a different picture) starts afresh. A long
+    time constant here, so that the test does not depend on how fast frames come."""
     base = synthetic_image(48, 36, seed=4)
     shaken = base.point(lambda v: min(255, v + 6))  # the same scene a little brighter: flicker
     cut = Image.new("RGB", (48, 36), (250, 250, 250))
@@ -118,7 +120,9 @@ def test_steady_statistics_are_on_by_default_and_restart_at_a_cut(client):
         picture.save(buffer, "PNG")
         frames.append(buffer.getvalue())
     with client.websocket_connect(WS) as ws:
-        started(ws, format="png")
+        assert reply(ws, "ready")["settings"]["smooth"] == live.DEFAULT_SMOOTH > 0
+        ws.send_text(json.dumps({**SETTINGS, "format": "png", "smooth": 30}))
+        reply(ws, "settings")
         got = [roundtrip(ws, frame) for frame in frames]
     own = [api_picture(client, frame) for frame in frames]
     assert got[0] == own[0]  # the first frame has no past
@@ -158,6 +162,8 @@ def test_a_painting_of_ones_own_is_sent_once_and_used_by_name(client):
     (lambda ws: ws.send_text('{"type": "style", "name": "x", "data": "aGVsbG8="}'), 415, "x: not an image"),
     (lambda ws: ws.send_bytes(b"\xff\xd8 a broken camera frame"), 415, "frame 1: not an image"),
     (lambda ws: ws.send_bytes(bytes(3000)), 413, "frame 1: 3,000 bytes, over the limit of 2,000"),
+    (lambda ws: ws.send_text('{"type": "stats", "id": [' + "{}," * 30000 + "{}]}"), 413, "must be a style message"),
+    (lambda ws: ws.send_text("[" * 50000), 400, "must be JSON"),
 ])
 def test_a_bad_message_or_frame_gets_an_error_and_the_next_frame_is_served(make_client, send, status, says):
     client = make_client(live=live.StreamLimits(max_frame=2000))
@@ -181,14 +187,59 @@ def test_a_frame_over_the_pixel_limit_is_413_before_decoding_and_the_next_is_ser
         assert Image.open(io.BytesIO(roundtrip(ws, jpeg(2, (30, 30))))).size == (30, 30)
 
 
-def test_frames_before_any_painting_is_chosen_are_refused_with_a_reason(client):
+def test_frames_before_any_painting_is_chosen_are_refused_with_a_reason_but_not_closed(client):
     with client.websocket_connect(WS) as ws:
         reply(ws, "ready")
-        ws.send_bytes(jpeg(1))
+        for _ in range(live.ERRORS_IN_A_ROW + 5):  # a slip, not a broken protocol: the stream stays
+            ws.send_bytes(jpeg(1))
         error = reply(ws, "error")
         assert error == {"type": "error", "status": 400, "frame": 1,
                          "error": "choose a painting first: send settings with style_name"}
-        assert stats(ws)["failed"] == 1
+        assert stats(ws)["failed"] == live.ERRORS_IN_A_ROW + 5 - stats(ws)["limited"]
+
+
+def test_an_answer_carries_its_messages_id_when_it_is_short(client):
+    with client.websocket_connect(WS) as ws:
+        reply(ws, "ready")
+        ws.send_text(json.dumps({"type": "settings", "alpha": 0.5, "id": 7}))
+        assert reply(ws, "settings")["id"] == 7
+        ws.send_text(json.dumps({"type": "stats", "id": "x" * 65}))  # too long to echo: answered without
+        assert "id" not in reply(ws, "stats")
+        ws.send_text(json.dumps({"type": "nonsense", "id": "q"}))
+        assert reply(ws, "error")["id"] == "q"
+
+
+def test_text_messages_and_paintings_have_a_rate_limit_of_their_own(client):
+    import base64
+
+    painting = io.BytesIO()
+    synthetic_image(20, 20, seed=9).save(painting, "PNG")
+    data = base64.b64encode(painting.getvalue()).decode()
+    with client.websocket_connect(WS) as ws:
+        reply(ws, "ready")
+        for k in range(serve.MAX_STYLES + 1):  # a burst of a set of paintings passes, not more
+            ws.send_text(json.dumps({"type": "style", "name": f"p{k}.png", "data": data}))
+        answers = [json.loads(ws.receive_text()) for _ in range(serve.MAX_STYLES + 1)]
+        assert [a["type"] for a in answers[:-1]] == ["style"] * serve.MAX_STYLES
+        assert answers[-1]["status"] == 429 and "too many paintings" in answers[-1]["error"]
+        for _ in range(int(2 * live.TEXT_RATE)):
+            ws.send_text('{"type": "stats"}')
+        kinds = [json.loads(ws.receive_text()) for _ in range(int(2 * live.TEXT_RATE))]
+    assert any(k.get("status") == 429 and "too many messages" in k["error"] for k in kinds)
+
+
+def test_frames_are_also_limited_in_pixels_a_second(make_client):
+    """A small PNG can decode to many pixels: a stream's decoding is bounded in pixels a second
+    (at --max-fps 1: a 720p camera's pixels, in bursts of two frames' worth)."""
+    client = make_client(live=live.StreamLimits(max_fps=1))
+    big = io.BytesIO()
+    Image.new("RGB", (2000, 1000), (90, 120, 150)).save(big, "PNG")  # 2 Mpx in a few kB
+    with client.websocket_connect(WS) as ws:
+        started(ws)
+        ws.send_bytes(big.getvalue())  # a burst's worth: passes a full bucket
+        ws.send_bytes(jpeg(2))  # tiny, but the pixels of the last second are spent
+        counts = stats(ws)
+    assert (counts["frames_in"], counts["limited"]) == (2, 1)
 
 
 def test_a_client_that_keeps_breaking_the_protocol_is_closed_1008(client):
@@ -207,36 +258,36 @@ def test_a_client_that_keeps_breaking_the_protocol_is_closed_1008(client):
 
 
 @pytest.mark.parametrize(("options", "url", "headers", "refused"), [
-    ({"token": "s3cret"}, WS, {}, True),
-    ({"token": "s3cret"}, WS + "?token=wrong", {}, True),
-    ({"token": "s3cret"}, WS + "?token=s3cret", {}, False),
-    ({"token": "s3cret"}, WS, {"authorization": "Bearer s3cret"}, False),
-    ({}, WS, {"host": "rebound.example:8000"}, True),
-    ({}, WS, {"origin": "http://evil.example"}, True),
-    ({}, WS, {"origin": LOCAL}, False),
-    ({"allow_origins": ("https://app.example",)}, WS, {"origin": "https://app.example"}, False),
+    ({"token": "s3cret"}, WS, {}, 401),
+    ({"token": "s3cret"}, WS + "?token=wrong", {}, 401),
+    ({"token": "s3cret"}, WS + "?token=s3cret", {}, None),
+    ({"token": "s3cret"}, WS, {"authorization": "Bearer s3cret"}, None),
+    ({}, WS, {"host": "rebound.example:8000"}, 421),
+    ({}, WS, {"origin": "http://evil.example"}, 403),
+    ({}, WS, {"origin": "http://127.0.0.1:8000.evil.example"}, 403),
+    ({}, WS, {"origin": LOCAL}, None),
+    ({"allow_origins": ("https://app.example",)}, WS, {"origin": "https://app.example"}, None),
 ])
 def test_token_host_and_origin_are_checked_at_the_handshake(make_client, options, url, headers, refused):
+    """Refused before the WebSocket opens, with the API's JSON error as the handshake's answer."""
     client = make_client(**options)
     if refused:
-        with pytest.raises(WebSocketDisconnect) as closed, client.websocket_connect(url, headers=headers):
+        with pytest.raises(WebSocketDenialResponse) as denied, client.websocket_connect(url, headers=headers):
             pass
-        assert closed.value.code == 1008
+        assert denied.value.status_code == refused and denied.value.json()["status"] == refused
     else:
         with client.websocket_connect(url, headers=headers) as ws:
             assert reply(ws, "ready")["limits"]["max_styles"] == serve.MAX_STYLES
 
 
-def test_streams_beyond_max_streams_are_told_busy_and_closed_1013(make_client):
+def test_streams_beyond_max_streams_are_refused_503_at_the_handshake(make_client):
     client = make_client(live=live.StreamLimits(max_streams=1))
     with client.websocket_connect(WS) as first:
         reply(first, "ready")
-        with client.websocket_connect(WS) as second:
-            error = json.loads(second.receive_text())
-            assert error["status"] == 503 and "--max-streams" in error["error"]
-            with pytest.raises(WebSocketDisconnect) as closed:
-                second.receive_text()
-            assert closed.value.code == 1013
+        with pytest.raises(WebSocketDenialResponse) as denied, client.websocket_connect(WS):
+            pass
+        assert denied.value.status_code == 503 and "--max-streams" in denied.value.json()["error"]
+        assert denied.value.headers["retry-after"] == "5"
     with client.websocket_connect(WS) as again:  # the first has gone: room again
         reply(again, "ready")
 
@@ -392,8 +443,8 @@ def real_server(stylizer, library):
     engine = serve.Engine(stylizer)
     options = web.Options(live=live.StreamLimits(max_frame=50_000))
     app = web.create_app(engine, library, options)
-    config = uvicorn.Config(app, log_level="warning", ws_max_size=options.live.max_message, ws_max_queue=2,
-                            ws_per_message_deflate=False)
+    config = uvicorn.Config(app, log_level="warning", ws=web._stream_protocol(stuck_after=1.0),
+                            ws_max_size=options.live.max_message, ws_per_message_deflate=False)
     server = uvicorn.Server(config)
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
@@ -428,3 +479,36 @@ def test_over_a_real_socket_frames_flow_and_a_message_over_the_transport_bound_c
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
     with pytest.raises(InvalidHandshake):  # refused before the WebSocket opens
         connect(real_server, additional_headers={"Origin": "http://evil.example"})
+
+
+def test_a_peer_that_stops_reading_is_cut_off_and_its_stream_given_back(real_server):
+    """Pings from a client that reads nothing: each queues a pong, so the server stops reading it,
+    and cuts it off once its writes have waited `stuck_after` (1 s here)."""
+    import base64
+    import urllib.request
+
+    port = int(real_server.split(":")[2].split("/")[0])
+    peer = socket.socket()
+    peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    peer.connect(("127.0.0.1", port))
+    key = base64.b64encode(bytes(16)).decode()
+    peer.sendall(f"GET /v1/live HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                 f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())
+    assert b" 101 " in peer.recv(200)
+    info = real_server.replace("ws://", "http://").replace("/v1/live", "/v1/info")
+    assert json.load(urllib.request.urlopen(info))["live"]["streams"] == 1
+    ping = bytes([0x89, 0x80 | 125]) + bytes(4) + bytes(125)  # masked with a zero key
+    peer.setblocking(False)
+    deadline, cut = time.monotonic() + 30, False
+    while time.monotonic() < deadline and not cut:
+        try:
+            peer.send(ping * 64)
+        except BlockingIOError:  # the server has stopped reading us
+            time.sleep(0.05)
+        except OSError:  # reset: cut off
+            cut = True
+    peer.close()
+    assert cut
+    while json.load(urllib.request.urlopen(info))["live"]["streams"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert json.load(urllib.request.urlopen(info))["live"]["streams"] == 0

@@ -31,10 +31,11 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 import torch
+from starlette.responses import JSONResponse
 
 from . import color, images, jobs, mixing
 from .errors import AdainError, RequestError, UsageError
-from .runner import Failed, Render
+from .runner import Failed, Render, Reservation
 from .serve import MAX_STYLES, Engine, Job, Request, Upload, Work, as_request_error
 from .steady import DEFAULT_SMOOTH, Steady
 from .stylizer import EncodedContent
@@ -52,6 +53,9 @@ RECENT = 100  # answers the latency percentiles and the rate are taken over
 FPS_WINDOW = 10.0  # s: the frame rate is counted over the answers of at most this long ago ...
 FPS_ANSWERS = 10  # ... and at most this many (a slow CPU's 1 frame in 2 s still shows)
 OUTBOX = 8  # messages waiting to be sent; beyond, the client is not reading and text is dropped
+SMALL_TEXT = 64 * 1024  # bytes: a text message larger than this must be a flat object (a painting's upload)
+TEXT_RATE, STYLE_RATE = 20.0, 1.0  # text messages, and paintings (each decoded once), a second per stream
+FRAME_PIXELS = 1280 * 720  # pixels a second a stream may send, per frame of --max-fps: a 720p camera's
 UNSENT_FRAMES = 2  # answers waiting to be sent (one being sent, the next): a newer one beyond is dropped
 
 
@@ -99,9 +103,10 @@ class LiveSettings:
         naming a bad field, these settings unchanged. A new style_name without weights mixes
         equally."""
         names = {f.name for f in fields(self)}
-        unknown = sorted(set(message) - names - {"type"})
+        unknown = sorted(set(message) - names - {"type", "id"})
         if unknown:
-            raise RequestError(400, f"unknown settings field {unknown[0]!r} (known: {', '.join(sorted(names))})")
+            raise RequestError(400, f"unknown settings field {_shown(repr(unknown[0]))} "
+                                    f"(known: {', '.join(sorted(names))})")
         values: dict[str, Any] = {}
         if "style_name" in message:
             values["style_name"] = _names(message["style_name"])
@@ -177,18 +182,20 @@ def _typed(value: Any, kind: type, name: str, expected: str) -> Any:
 
 
 class _Bucket:
-    """A token bucket: `rate` frames a second, bursts of a quarter second's worth (two at least)."""
+    """A token bucket: `rate` a second, in bursts of `capacity` (default: a quarter second's
+    worth, two at least)."""
 
-    def __init__(self, rate: float) -> None:
-        self.rate, self.capacity = rate, max(2.0, rate / 4)
+    def __init__(self, rate: float, capacity: float | None = None) -> None:
+        self.rate, self.capacity = rate, capacity if capacity is not None else max(2.0, rate / 4)
         self._tokens, self._time = self.capacity, time.perf_counter()
 
-    def take(self, now: float) -> bool:
+    def take(self, amount: float = 1.0) -> bool:
+        now = time.perf_counter()
         self._tokens = min(self.capacity, self._tokens + (now - self._time) * self.rate)
         self._time = now
-        if self._tokens < 1:
+        if self._tokens < min(amount, self.capacity):  # one larger than a burst passes a full bucket
             return False
-        self._tokens -= 1
+        self._tokens -= amount
         return True
 
 
@@ -218,9 +225,13 @@ class Stream:
         self.errors_in_a_row = 0
         self._latencies: deque[float] = deque(maxlen=RECENT)
         self._answered_at: deque[float] = deque(maxlen=RECENT)
-        self._bucket = _Bucket(limits.max_fps)
+        self._frames = _Bucket(limits.max_fps)
+        # Decoding is the cost a client controls: bounded in pixels too (a small PNG can decode huge).
+        self._pixels = _Bucket(limits.max_fps * FRAME_PIXELS, capacity=max(2, limits.max_fps / 4) * FRAME_PIXELS)
+        self._texts = _Bucket(TEXT_RATE, capacity=2 * TEXT_RATE)
+        self._paintings = _Bucket(STYLE_RATE, capacity=MAX_STYLES)
         self._last_stats = 0.0
-        self._outbox: asyncio.Queue[tuple[dict[str, Any] | bytes, float]] = asyncio.Queue(OUTBOX)
+        self._outbox: asyncio.Queue[_Outgoing] = asyncio.Queue(OUTBOX)
         self._unsent = 0  # frames in the outbox
 
     # --- messages in ----------------------------------------------------------------------------
@@ -234,20 +245,23 @@ class Stream:
             self._refused(RequestError(413, f"frame {index}: {len(data):,} bytes, over the limit of "
                                             f"{self.limits.max_frame:,}"), index)
             return
-        if not self._bucket.take(arrived):
-            self.counts.limited += 1
-            self._maybe_stats()
+        if not self._frames.take():
+            self._limited()
             return
-        if not self._styles:
-            self._refused(RequestError(400, "choose a painting first: send settings with style_name"), index)
+        if not self._styles:  # a client's slip, not a broken protocol: not counted towards closing it
+            self._refused(RequestError(400, "choose a painting first: send settings with style_name"), index,
+                          counts=False)
             return
         settings = self.settings
         try:
             request = Request(Upload(f"frame {index}", data), self._styles, settings.alpha, settings.weights,
                               settings.color_mode, settings.content_size, settings.style_size)
-            work = await asyncio.to_thread(self._engine.prepare, request)
+            work = await _off_loop(self._admit, request)
         except AdainError as exc:
             self._refused(exc, index)
+            return
+        if work is None:
+            self._limited()
             return
         job = _LiveFrame(work, self._engine, self._steady, FORMATS[settings.format], arrived)
         work.future.add_done_callback(lambda _: self._on_loop(self._answered, job, index))
@@ -256,19 +270,36 @@ class Stream:
             self._maybe_stats()
         self.errors_in_a_row = 0
 
+    def _admit(self, request: Request) -> Work | None:
+        """Off the event loop: the frame's pixels from its header against the stream's pixel rate
+        (None: over it), then admitted and decoded by the engine."""
+        width, height = images.peek_size(request.content.data, request.content.name, self._engine.limits.max_pixels)
+        if not self._pixels.take(width * height):
+            return None
+        return self._engine.prepare(request)
+
+    def _limited(self) -> None:
+        self.counts.limited += 1
+        self._maybe_stats()
+
     async def text(self, raw: str) -> None:
         """A JSON message: settings, a painting of the client's own, or a request for stats. Its
         answer (or error) carries the message's "id", if it has one, so a client can match them."""
         try:
-            message = json.loads(raw)
-        except ValueError:
-            self._refused(RequestError(400, "a text message must be JSON (a frame is a binary message)"))
+            message = _parsed(raw)
+        except RequestError as exc:
+            self._refused(exc)
             return
         kind = message.get("type") if isinstance(message, dict) else None
         handlers = {"settings": self._settings, "style": self._style, "stats": self._stats_now}
-        asked = {"id": message["id"]} if isinstance(message, dict) and "id" in message else {}
+        asked = {"id": message["id"]} if isinstance(message, dict) and _usable_id(message.get("id")) else {}
         if kind not in handlers:
-            self._refused(RequestError(400, f"unknown message type {kind!r}: send settings, style or stats"), **asked)
+            self._refused(RequestError(400, f"unknown message type {_shown(json.dumps(kind))}: send settings, "
+                                            "style or stats"), **asked)
+            return
+        if not self._texts.take() or (kind == "style" and not self._paintings.take()):
+            what = "paintings" if kind == "style" else "messages"
+            self._refused(RequestError(429, f"too many {what} a second; slow down"), **asked)
             return
         try:
             self._say({**await handlers[kind](message), **asked})
@@ -298,14 +329,10 @@ class Stream:
             raise RequestError(400, f"{name}: a style message needs data, the image file in base64")
         if len(data) > 4 * math.ceil(self.limits.max_frame / 3):
             raise RequestError(413, f"{name}: over the limit of {self.limits.max_frame:,} bytes")
-        try:
-            picture = base64.b64decode(data, validate=True)
-        except (binascii.Error, ValueError):
-            raise RequestError(400, f"{name}: data is not base64") from None
         if name not in self._own and len(self._own) >= MAX_STYLES:
             raise RequestError(400, f"{name}: at most {MAX_STYLES} paintings of your own in one stream")
-        upload = Upload(name, picture)
-        width, height = await asyncio.to_thread(_painting_size, upload, self._engine.limits.max_pixels)
+        upload = await _off_loop(_painting, name, data)
+        width, height = await _off_loop(self._engine.check_painting, upload)
         own = {**self._own, name: upload}
         # A painting in use that is sent again under its name is used anew from the next frame.
         styles = tuple(own.get(chosen, style) for chosen, style in zip(self.settings.style_name, self._styles,
@@ -329,9 +356,9 @@ class Stream:
 
     # --- messages out ---------------------------------------------------------------------------
 
-    def _refused(self, exc: AdainError, frame: int | None = None, **asked: Any) -> None:
+    def _refused(self, exc: AdainError, frame: int | None = None, counts: bool = True, **asked: Any) -> None:
         error = as_request_error(exc)
-        if error.status < 500:  # the client's mistake; a busy server is not
+        if counts and error.status < 500:  # the client's mistake; a busy server is not
             self.errors_in_a_row += 1
         if frame is not None:
             self.counts.failed += 1
@@ -354,16 +381,22 @@ class Stream:
             error = as_request_error(future.exception())  # type: ignore[arg-type]
             self._say({"type": "error", "status": error.status, "error": f"frame {index}: {error}", "frame": index})
             return
+        answer = future.result()
         if self._unsent >= UNSENT_FRAMES or self._outbox.full():  # the client is not reading what it asked for
             self.counts.dropped += 1
             return
-        self._outbox.put_nowait((future.result(), job.arrived))
+        try:  # an answer waiting to be sent holds memory too
+            held = self._engine.budget.reserve(len(answer), self._engine.retry_after)
+        except RequestError:
+            self.counts.dropped += 1
+            return
+        self._outbox.put_nowait(_Outgoing(answer, job.arrived, held))
         self._unsent += 1
 
     def _say(self, message: dict[str, Any]) -> None:
         # A client that reads nothing loses text too; what is queued already is enough to say why.
         with contextlib.suppress(asyncio.QueueFull):
-            self._outbox.put_nowait((message, 0.0))
+            self._outbox.put_nowait(_Outgoing(message))
 
     def _maybe_stats(self, force: bool = False) -> None:
         now = time.perf_counter()
@@ -389,18 +422,25 @@ class Stream:
     async def send_to(self, websocket: Any) -> None:
         """Send what the stream has to say, in order, until cancelled."""
         while True:
-            message, arrived = await self._outbox.get()
-            if isinstance(message, bytes):
-                await websocket.send_bytes(message)
-                self._unsent -= 1
-                now = time.perf_counter()
-                self._latencies.append(now - arrived)
-                self._answered_at.append(now)
-                self.counts.frames_out += 1
-                self._maybe_stats()
-            else:
-                await websocket.send_text(json.dumps(message))
-            self._outbox.task_done()
+            outgoing = await self._outbox.get()
+            try:
+                if isinstance(outgoing.message, bytes):
+                    await websocket.send_bytes(outgoing.message)
+                    now = time.perf_counter()
+                    self._latencies.append(now - outgoing.arrived)
+                    self._answered_at.append(now)
+                    self.counts.frames_out += 1
+                    self._maybe_stats()
+                else:
+                    await websocket.send_text(json.dumps(outgoing.message))
+            finally:
+                self._sent(outgoing)
+                self._outbox.task_done()
+
+    def _sent(self, outgoing: _Outgoing) -> None:
+        if outgoing.held is not None:
+            outgoing.held.release()
+            self._unsent -= 1
 
     async def flush(self, timeout: float = 2.0) -> None:
         """Wait (a little) until what is queued has been sent: the last error before a close, say."""
@@ -408,14 +448,67 @@ class Stream:
             await asyncio.wait_for(self._outbox.join(), timeout)
 
     def close(self) -> None:
-        """The client has gone: its waiting frame is let go and its paintings' bytes given back."""
+        """The client has gone: its waiting frame is let go, its paintings' and unsent answers'
+        bytes given back."""
         self._engine.close_lane(self._lane)
         self._held.release()
+        while not self._outbox.empty():
+            self._sent(self._outbox.get_nowait())
 
 
-def _painting_size(upload: Upload, max_pixels: int) -> tuple[int, int]:
-    """A painting decoded once, so that one that cannot be used is refused when it is sent."""
-    return images.load_bytes(upload.data, upload.name, max_pixels).size
+@dataclass
+class _Outgoing:
+    """A message to send: text as JSON, or an answer, with when its frame arrived and the memory it holds."""
+
+    message: dict[str, Any] | bytes
+    arrived: float = 0.0
+    held: Reservation | None = None
+
+
+def _painting(name: str, data: str) -> Upload:
+    try:
+        return Upload(name, base64.b64decode(data, validate=True))
+    except (binascii.Error, ValueError):
+        raise RequestError(400, f"{_shown(name)}: data is not base64") from None
+
+
+async def _off_loop(call: Callable[..., Any], *args: Any) -> Any:
+    """`call` on a thread; if the stream is cancelled meanwhile (a stop), admitted work that
+    comes back anyway is let go, so that its memory is given back."""
+    task = asyncio.ensure_future(asyncio.to_thread(call, *args))
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        task.add_done_callback(_let_go)
+        raise
+
+
+def _let_go(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled() and task.exception() is None and isinstance(task.result(), Work):
+        task.result().future.cancel()
+
+
+def _parsed(raw: str) -> Any:
+    """A text message as JSON. One over SMALL_TEXT bytes must be a flat object (a painting's
+    upload: no list or object inside), so that no message can become a huge tree of objects."""
+    if len(raw) > SMALL_TEXT and (raw.count("{") != 1 or "[" in raw):
+        raise RequestError(413, f"a text message over {SMALL_TEXT:,} bytes must be a style message (a flat object)")
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):
+        raise RequestError(400, "a text message must be JSON (a frame is a binary message)") from None
+
+
+def _usable_id(value: Any) -> bool:
+    """An "id" short enough to echo: a string of at most 64 characters, or a number."""
+    return (isinstance(value, str) and len(value) <= 64) or (isinstance(value, (int, float))
+                                                             and not isinstance(value, bool))
+
+
+def _shown(value: Any) -> str:
+    """A client's value in a message, as JSON writes it (a name as it is), cut short."""
+    text = value if isinstance(value, str) else json.dumps(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 class _LiveFrame(Job):
@@ -450,12 +543,10 @@ class Live:
     async def session(self, websocket: Any) -> None:
         """One stream over an accepted-to-be Starlette WebSocket, until the client leaves, is
         idle for `limits.idle` s, or breaks the protocol ERRORS_IN_A_ROW times in a row."""
-        await websocket.accept()
         if self.streams >= self.limits.max_streams:
-            await websocket.send_text(json.dumps({"type": "error", "status": 503, "error": (
-                f"busy: {self.streams} live streams already, the most this server takes (--max-streams)")}))
-            await websocket.close(1013, "busy: too many live streams")
+            await self._refuse_busy(websocket)
             return
+        await websocket.accept()
         self.streams += 1
         stream = Stream(self.engine, self.find_style, self.limits)
         sender = asyncio.create_task(stream.send_to(websocket))
@@ -467,8 +558,22 @@ class Live:
             await self._receive(websocket, stream, sender)
         finally:
             self.streams -= 1
-            stream.close()
             sender.cancel()
+            with contextlib.suppress(BaseException):  # it ends as the client went: nothing more to say
+                await sender
+            stream.close()
+
+    async def _refuse_busy(self, websocket: Any) -> None:
+        """Too many streams: a 503 as the handshake's answer where the server can send one (the
+        connection then closes at once), else accepted, told, and closed with 1013."""
+        message = f"busy: {self.streams} live streams already, the most this server takes (--max-streams)"
+        if "websocket.http.response" in websocket.scope.get("extensions", {}):
+            await websocket.send_denial_response(JSONResponse({"error": message, "status": 503}, status_code=503,
+                                                              headers={"Retry-After": "5"}))
+            return
+        await websocket.accept()
+        await websocket.send_text(json.dumps({"type": "error", "status": 503, "error": message}))
+        await websocket.close(1013, "busy: too many live streams")
 
     async def _receive(self, websocket: Any, stream: Stream, sender: asyncio.Task[None]) -> None:
         while not sender.done():  # a sender that failed: the client has gone

@@ -216,6 +216,15 @@ class Engine:
             raise
         return Work(request, Future(), content, styles, reservation)
 
+    def check_painting(self, upload: Upload) -> tuple[int, int]:
+        """A painting decoded once, within the memory budget, so that one that cannot be used is
+        refused when it is given rather than at every frame; its width and height."""
+        reservation = self.budget.reserve(self._cost(upload, 0), self.retry_after)
+        try:
+            return images.load_bytes(upload.data, upload.name, self.limits.max_pixels).size
+        finally:
+            reservation.release()
+
     def _cost(self, upload: Upload, size: int) -> int:
         """The bytes decoding `upload` at `size` holds, from its header; the pixel limit checked
         before and after resizing, so that nothing is allocated for an image that will be refused."""

@@ -275,11 +275,14 @@ def _is_wildcard(address: str) -> bool:
     return host_name(address) in ("0.0.0.0", "::", "")
 
 
-async def _refuse(scope: Scope, receive: Receive, send: Send, status: int, message: str) -> None:
-    if scope["type"] == "websocket":  # a handshake refused: the close code carries no JSON
+async def _refuse(scope: Scope, receive: Receive, send: Send, status: int, message: str,
+                  headers: dict[str, str] | None = None) -> None:
+    """The JSON error; for a WebSocket, as the handshake's HTTP answer where the server can send
+    one (uvicorn can), else a close before accepting (the close code carries no JSON)."""
+    if scope["type"] == "websocket" and "websocket.http.response" not in scope.get("extensions", {}):
         await send({"type": "websocket.close", "code": 1008, "reason": message[:120]})
         return
-    await error(status, message)(scope, receive, send)
+    await error(status, message, headers)(scope, receive, send)
 
 
 class _Guard:
@@ -718,6 +721,53 @@ def _connection_protocol(limit: int, header_timeout: float) -> type:
     return _Connection
 
 
+# Seconds a WebSocket's peer may leave the server's writes unread before its connection is cut.
+STUCK_WRITES_TIMEOUT = 10.0
+
+
+def _stream_protocol(stuck_after: float = STUCK_WRITES_TIMEOUT) -> type:
+    """uvicorn's WebSocket protocol (websockets' sans-I/O) with what a stream needs from it:
+    a peer that stops reading stops being read too (its pings would each queue a pong, unbounded),
+    and one that has not read for `stuck_after` s is cut off (abort, not close: close waits for
+    the unread bytes to drain, so a stuck peer would hold its stream, and a stop, for ever)."""
+    from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+    class _Stream(WebSocketsSansIOProtocol):
+        _stuck: asyncio.TimerHandle | None = None
+
+        def pause_writing(self) -> None:
+            super().pause_writing()
+            self.transport.pause_reading()
+            if self._stuck is None:
+                self._stuck = self.loop.call_later(stuck_after, self.transport.abort)
+
+        def resume_writing(self) -> None:
+            super().resume_writing()
+            if self._stuck is not None:
+                self._stuck.cancel()
+                self._stuck = None
+            if not self.read_paused and not self.transport.is_closing():
+                self.transport.resume_reading()
+
+        async def receive(self) -> Any:
+            message = await super().receive()  # which resumes reading when its queue is empty
+            if self._stuck is not None and not self.transport.is_closing():
+                self.transport.pause_reading()
+            return message
+
+        def shutdown(self) -> None:
+            super().shutdown()
+            if self.transport.get_write_buffer_size():  # a peer that reads nothing would hold the stop
+                self.loop.call_later(2.0, self.transport.abort)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self._stuck is not None:
+                self._stuck.cancel()
+            super().connection_lost(exc)
+
+    return _Stream
+
+
 class _RedactTokens(logging.Filter):
     """The access log without ?token= values (a --debug log is pasted into bug reports)."""
 
@@ -782,12 +832,13 @@ def serve_forever(app: Any, listener: socket.socket, *, debug: bool = False,
 
     config = uvicorn.Config(app, log_level="info" if debug else "warning", access_log=debug,
                             timeout_graceful_shutdown=60, timeout_keep_alive=connections.keep_alive,
-                            # A stream's messages waiting unread at most (newest frame wins: more
-                            # would only be latency), none compressed (frames are JPEG already, and
-                            # inflating is where a small message can become a huge one).
-                            ws_max_size=max_message, ws_max_queue=2, ws_per_message_deflate=False,
+                            # WebSocket messages bounded in size, none compressed (frames are JPEG
+                            # already, and inflating is where a small message becomes a huge one);
+                            # reading pauses after each message until the stream has taken it.
+                            ws=_stream_protocol(), ws_max_size=max_message, ws_per_message_deflate=False,
                             http=_connection_protocol(connections.limit(), connections.header_timeout))
-    access = logging.getLogger("uvicorn.access")
-    if not any(isinstance(f, _RedactTokens) for f in access.filters):
-        access.addFilter(_RedactTokens())
+    for name in ("uvicorn.access", "uvicorn.error"):  # WebSocket handshakes are logged on the second
+        log = logging.getLogger(name)
+        if not any(isinstance(f, _RedactTokens) for f in log.filters):
+            log.addFilter(_RedactTokens())
     Server(config).run(sockets=[_GuardedListener.taking_over(listener)])

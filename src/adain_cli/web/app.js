@@ -341,9 +341,11 @@ const live = {
     const why = {
       1000: "the server closed the stream after a while without frames",
       1001: "the server is shutting down",
-      1008: "the server refused the stream (a wrong token, or a page of another site?)",
-      1013: "the server is busy with other live streams",
-    }[event.code] || (socket.opened ? "the connection was lost" : "the server could not be reached, or refused the stream") +
+      1012: "the server is shutting down",
+      1008: "the server closed the stream after too many bad messages",
+    }[event.code] || (socket.opened ? "the connection was lost"
+      : "the server could not be reached, or refused the stream (busy with other streams, a wrong token, " +
+        "or a page of another site)") +
       (event.reason ? " (" + event.reason + ")" : "");
     this.status("Not connected: " + why + ".", !this.idleClosed);
     $("reconnect").hidden = false;
