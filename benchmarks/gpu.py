@@ -368,6 +368,10 @@ def decibels(value: float) -> str:
     return "identical" if math.isinf(value) else f"{value:.1f} dB"
 
 
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def judge_psnr(value: float, minimum: float) -> str:
     return "yes" if value >= minimum else "no"
 
@@ -405,7 +409,7 @@ def _device_vs_cpu(ctx: Context, pairs: list[tuple[torch.Tensor, torch.Tensor]],
     scores = [raw_psnr(out, reference.stylize(c, s)) for (c, s), out in zip(pairs, exact, strict=True)]
     worst = min(scores)
     if ctx.cuda:
-        note = f"{len(pairs)} pairs, worst; " + ("cudnn.allow_tf32: fp32 convolutions run in TF32 here"
+        note = f"{plural(len(pairs), 'pair')}, worst; " + ("cudnn.allow_tf32: fp32 convolutions run in TF32 here"
                                                  if tf32_convolutions(ctx.device) else "convolutions in plain fp32")
     else:
         note = "the device is the CPU: the same computation twice (a check of this script, not of a GPU)"
@@ -422,7 +426,7 @@ def _reduced(ctx: Context, precision: str, pairs: list[tuple[torch.Tensor, torch
         return
     stylizer = ctx.stylizer(precision)
     worst = min(raw_psnr(stylizer.stylize(c, s), out) for (c, s), out in zip(pairs, exact, strict=True))
-    ctx.table.set(id, decibels(worst), judge_psnr(worst, 35), f"{len(pairs)} pairs, worst", psnr_db=worst)
+    ctx.table.set(id, decibels(worst), judge_psnr(worst, 35), f"{plural(len(pairs), 'pair')}, worst", psnr_db=worst)
 
 
 def _tiled(ctx: Context, content: torch.Tensor, style: Any, untiled: torch.Tensor, tile: int) -> None:
