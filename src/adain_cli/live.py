@@ -204,7 +204,7 @@ class Counts:
     frames_in: int = 0
     frames_out: int = 0
     dropped: int = 0  # replaced by a newer frame while waiting, or not read by the client
-    limited: int = 0  # over the stream's frame rate
+    limited: int = 0  # over the stream's rate, in frames or pixels a second
     failed: int = 0  # refused or failed, each answered with an error
 
 
