@@ -23,7 +23,7 @@ from conftest import (
 from PIL import Image, ImageChops, ImageCms
 from typer.testing import CliRunner
 
-from adain_cli import __version__
+from adain_cli import __version__, live
 from adain_cli.cli import app
 
 SMALL = ["--content-size", "0", "--style-size", "0"]
@@ -333,8 +333,8 @@ def test_unwritable_output_location(weights_home, images_dir, tmp_path):
     one_error_line(result, "cannot create output directory")
 
 
-@pytest.mark.parametrize("flag", ["--keep-alive", "--header-timeout", "--body-timeout"])
-def test_serve_timeouts_are_checked_by_the_servers_own_rule(weights_home, monkeypatch, flag):
+@pytest.mark.parametrize("flag", ["--keep-alive", "--header-timeout", "--body-timeout", "--max-fps", "--stream-idle"])
+def test_serve_timeouts_and_rates_are_checked_by_the_servers_own_rule(weights_home, monkeypatch, flag):
     def never(*args, **options):
         raise AssertionError("the server started with a timeout of 0")
 
@@ -342,6 +342,23 @@ def test_serve_timeouts_are_checked_by_the_servers_own_rule(weights_home, monkey
     result = adain("serve", "--port", "0", flag, "0")
     assert result.exit_code == 2
     one_error_line(result, f"{flag} must be positive, got 0.0")
+
+
+def test_serve_takes_its_live_limits_into_the_app(weights_home, monkeypatch):
+    from adain_cli import web
+
+    seen = {}
+    create_app = web.create_app
+    monkeypatch.setattr("adain_cli.web.create_app",
+                        lambda engine, library, options: seen.update(options=options) or create_app(engine, library,
+                                                                                                   options))
+    monkeypatch.setattr("adain_cli.web.serve_forever", lambda app, listener, **options: seen.update(options))
+    result = adain("serve", "--port", "0", "--max-streams", "2", "--max-fps", "12.5", "--stream-idle", "9",
+                   "--max-upload-mb", "1", "--quiet")
+    assert result.exit_code == 0, result.stderr
+    # A frame is an upload: within --max-upload-mb; the transport's bound follows.
+    assert seen["options"].live == live.StreamLimits(max_frame=2**20, max_fps=12.5, idle=9, max_streams=2)
+    assert seen["max_message"] == seen["options"].live.max_message
 
 
 def test_both_colour_modes_at_once_is_a_usage_error(weights_home, pair, tmp_path):

@@ -250,11 +250,12 @@ def test_readme_python_example_works(workdir: Path):
 
 def test_readme_serve_examples_work(workdir: Path):
     """`adain serve` from the README in a process of its own, on a free port, and every curl
-    example against it; then SIGTERM, which it must take as a clean stop."""
+    example and the live client against it; then SIGTERM, which it must take as a clean stop."""
     lines = [line for block in blocks("bash") for line in logical_lines(block)]
     [serve] = [shlex.split(line) for line in lines if line.startswith("adain serve")]
     curls = [shlex.split(line) for line in lines if line.startswith("curl ")]
     assert len(curls) >= 5
+    [live_client] = blocks("python3")
     process = subprocess.Popen([sys.executable, "-m", "adain_cli", *serve[1:], "--port", "0"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -269,6 +270,10 @@ def test_readme_serve_examples_work(workdir: Path):
             assert done.returncode == 0, f"{' '.join(words)}\n{done.stdout}{done.stderr}"
             if "-o" in words:
                 assert Image.open(workdir / words[words.index("-o") + 1]).size[0] > 0
+        # The live client, at the README's settings (a 256 px frame takes a second or two here).
+        server = address.group(0).replace("http://", "ws://")
+        exec(compile(live_client.replace("ws://127.0.0.1:8000", server), str(README), "exec"), {})
+        assert [Image.open(workdir / f"live-photo{n}.jpg").format for n in ("", "2")] == ["JPEG", "JPEG"]
         process.send_signal(signal.SIGTERM)
         process.wait(60)
     finally:

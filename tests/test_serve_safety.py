@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import logging
 import os
 import resource
@@ -672,6 +673,16 @@ def test_a_debug_server_logs_requests_without_their_token(guarded_server):
     wait_until(lambda: "wrong-guess" in "".join(log) or '/v1/health?token=[redacted] HTTP/1.1" 401' in "".join(log))
     assert '/v1/health?token=[redacted] HTTP/1.1" 200' in "".join(log)
     assert TOKEN not in "".join(log) and "wrong-guess" not in "".join(log)
+
+
+def test_a_debug_server_logs_live_streams_without_their_token(guarded_server):
+    from websockets.sync.client import connect
+
+    address, log = guarded_server
+    with connect(address.replace("http", "ws") + f"/v1/live?token={TOKEN}") as ws:  # logged by uvicorn.error
+        assert json.loads(ws.recv())["type"] == "ready"
+    wait_until(lambda: "/v1/live?token=[redacted]" in "".join(log))
+    assert TOKEN not in "".join(log)
 
 
 def test_the_recent_cache_keeps_within_its_size_as_items_come_and_are_replaced():

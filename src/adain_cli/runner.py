@@ -89,6 +89,16 @@ class Item(Protocol):
         ...
 
 
+class Source(Protocol):
+    """Items that other threads queue (a `queue.Queue` is one): None ends the run."""
+
+    def get(self) -> Item | None: ...
+
+    def get_nowait(self) -> Item | None:
+        """The next item if one is ready; queue.Empty if not."""
+        ...
+
+
 class Sink(Protocol[R]):
     """Where results go. `finish` runs on a worker (`Runner`'s `finishers` at once); `done`
     is called on the runner's thread, in the order the outputs were made."""
@@ -161,14 +171,14 @@ class Runner:
                 _drain(ready)
                 feeder.join()
 
-    def serve(self, source: queue.Queue[Item | None], sink: Sink[R],
+    def serve(self, source: Source, sink: Sink[R],
               on_batch: Callable[[int], None] | None = None) -> int:
         """Items from a queue that other threads fill (a server's requests, decoded already:
         `load` is called here), until None comes; the number of items whose work started.
         Each batch's results are handed over before the next batch begins."""
         return self._drive(source, sink, on_batch, answer_at_once=True, fill=False)
 
-    def _drive(self, ready: queue.Queue, sink: Sink[R], on_batch: Callable[[int], None] | None,
+    def _drive(self, ready: queue.Queue | Source, sink: Sink[R], on_batch: Callable[[int], None] | None,
                answer_at_once: bool, fill: bool) -> int:
         """The batches through the stages. `answer_at_once`: every batch's results handed over
         before the next begins (a server's clients wait for theirs; a run's sink can wait)."""
@@ -335,7 +345,7 @@ def _entry(entry: object) -> _Queued | _Begun | _End:
     return (entry, None)  # type: ignore[return-value]
 
 
-def _batches(ready: queue.Queue, size: int, fill: bool = False) -> Iterator[list[_Begun]]:
+def _batches(ready: queue.Queue | Source, size: int, fill: bool = False) -> Iterator[list[_Begun]]:
     """Wait for one item, then take those that are ready (`fill`: the next ones, once decoded),
     up to `size`, while they have one content size and colour mode; an item that does not fit
     (or, without `fill`, is still decoding) starts the next batch."""
@@ -486,6 +496,14 @@ class Reservation:
         self._budget._take(nbytes, retry_after, held + self.nbytes)
         with self._lock:
             self.nbytes += nbytes
+
+    def shrink(self, nbytes: int) -> None:
+        """Give back part of the share (what a stream no longer keeps)."""
+        with self._lock:
+            nbytes = min(nbytes, self.nbytes)
+            self.nbytes -= nbytes
+        if nbytes:
+            self._budget._give(nbytes)
 
     def release(self) -> None:
         with self._lock:

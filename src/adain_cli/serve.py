@@ -6,11 +6,12 @@
         render_batch of the requests that arrived together       stage 3, one decoder call
     --> the request's future: an 8-bit image
 
-So a change of alpha or mixing weights alone costs one decoder pass. The queue is a source
-of the one runner (runner.py), whose thread owns the model (a GPU runs one thing at a time
-anyway): requests that wait in the queue while it works are stylized together,
-`Execution.batch_size` at a time, when their contents have one size. Nothing here knows
-HTTP (web.py does) and nothing touches the disk.
+So a change of alpha or mixing weights alone costs one decoder pass. The queue (turns.py:
+requests in order, and a lane of one frame per live stream, taken in turns) is a source of
+the one runner (runner.py), whose thread owns the model (a GPU runs one thing at a time
+anyway): work that waits while it works is stylized together, `Execution.batch_size` at a
+time, when the contents have one size. Nothing here knows HTTP (web.py does) or WebSockets
+(live.py), and nothing touches the disk.
 
 Memory is bounded in bytes, not only in requests: work is admitted against a `Budget`
 before anything is decoded (its images' sizes come from their headers), and holds its share
@@ -21,7 +22,6 @@ queued is skipped, a result nobody waits for any more is dropped, and `close` re
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import math
@@ -32,6 +32,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Any
 
 import torch
 from PIL import Image
@@ -39,9 +40,11 @@ from PIL import Image
 from . import color, images, jobs, memory, mixing
 from .errors import AdainError, QueueFull, RequestError, UsageError
 from .lru import Recent
+from .model import FeatureStats
 from .runner import Budget, Failed, Render, Reservation, Runner
 from .style_cache import StyleCache
 from .stylizer import EncodedContent, Stylizer
+from .turns import Lane, Turns
 
 _log = logging.getLogger("adain_cli.serve")
 
@@ -145,7 +148,7 @@ class Work:
     budget (given back, and the images dropped, as soon as the result is settled), its result."""
 
     request: Request
-    future: Future[Image.Image]
+    future: Future[Any]  # a picture for a request, encoded bytes for a live frame
     content: torch.Tensor | None  # decoded by the caller unless its features were cached
     styles: list[torch.Tensor | None]
     reservation: Reservation | None = None
@@ -159,12 +162,12 @@ class Work:
             self.reservation.release()
 
 
-def _settle(future: Future[Image.Image], result: Image.Image | None = None,
+def _settle(future: Future[Any], result: Any = None,
             error: BaseException | None = None) -> None:
     """Deliver a result or an error; one nobody waits for any more (cancelled) is dropped."""
     try:
         if error is None:
-            future.set_result(result)  # type: ignore[arg-type]
+            future.set_result(result)
         else:
             future.set_exception(error)
     except InvalidStateError:
@@ -178,7 +181,7 @@ class Engine:
         self.stylizer = stylizer
         self.limits = limits
         self.budget = Budget(limits.memory or default_memory(stylizer.execution.max_memory))
-        self._queue: queue.Queue[_Job | None] = queue.Queue(maxsize=limits.queue)
+        self._queue: Turns[Job] = Turns(limits.queue)
         self._closing = False
         self._closing_lock = threading.Lock()
         self._contents: Recent[tuple[str, int, int], EncodedContent] = Recent(64, CONTENT_CACHE_BYTES, _content_bytes)
@@ -186,7 +189,7 @@ class Engine:
         # and a failure (out of memory) must not outlive its request.
         self._styles = StyleCache(stylizer, entries=STYLE_CACHE_ENTRIES, keep_images=False, keep_failures=False)
         self._runner = Runner(stylizer, workers=1)
-        self._begun: set[_Job] = set()  # work begun and not yet answered
+        self._begun: set[Job] = set()  # work begun and not yet answered
         self._seconds = 1.0  # a running average of one request's time, for Retry-After
         self._batch_began: float | None = None
         self.served = 0
@@ -213,6 +216,15 @@ class Engine:
             reservation.release()
             raise
         return Work(request, Future(), content, styles, reservation)
+
+    def check_painting(self, upload: Upload) -> tuple[int, int]:
+        """A painting decoded once, within the memory budget, so that one that cannot be used is
+        refused when it is given rather than at every frame; its width and height."""
+        reservation = self.budget.reserve(self._cost(upload, 0), self.retry_after)
+        try:
+            return images.load_bytes(upload.data, upload.name, self.limits.max_pixels).size
+        finally:
+            reservation.release()
 
     def _cost(self, upload: Upload, size: int, settings: jobs.Settings | None = None) -> int:
         """The bytes decoding `upload` at `size` holds, from its header; the pixel limit checked
@@ -244,13 +256,13 @@ class Engine:
         image = images.load_bytes(upload.data, upload.name, self.limits.max_pixels, size or None)
         return prepare(image, upload.name)
 
-    def submit(self, work: Work) -> Future[Image.Image]:
+    def submit(self, work: Work) -> Future[Any]:
         """Queue prepared work; QueueFull when the queue is at its limit (the work is then let go)."""
         try:
             with self._closing_lock:  # so that close() cannot drain between the check and the put
                 if self._closing:
                     raise RequestError(503, "the server is shutting down")
-                self._queue.put_nowait(_Job(work, self))
+                self._queue.put_nowait(Job(work, self))
         except queue.Full:
             error: RequestError = QueueFull(self.retry_after())
             _settle(work.future, error=error)
@@ -278,22 +290,36 @@ class Engine:
 
     def close(self, timeout: float = 30.0) -> None:
         """Finish what is queued (for `timeout` seconds at most), then stop the worker; work
-        still queued after that is answered 503. Returns whatever state the worker is in."""
+        still queued after that is answered 503, and live streams' waiting frames at once.
+        Returns whatever state the worker is in."""
         with self._closing_lock:
             self._closing = True
-        deadline = time.monotonic() + timeout
-        with contextlib.suppress(queue.Full):  # a queue still full then: answered below
-            self._queue.put(None, timeout=timeout)
-        self._worker.join(max(0.0, deadline - time.monotonic()))
-        while True:
-            try:
-                left = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if left is not None and left.work.future.set_running_or_notify_cancel():
+        for job in self._queue.end():
+            _settle(job.work.future, error=RequestError(503, "the server is shutting down"))
+        self._worker.join(timeout)
+        for left in self._queue.drain():  # the worker did not get to them in time
+            if left.work.future.set_running_or_notify_cancel():
                 _settle(left.work.future, error=RequestError(503, "the server is shutting down"))
-        with contextlib.suppress(queue.Full):  # a worker still busy stops when it is done
-            self._queue.put_nowait(None)
+
+    # --- live streams (live.py): a lane each, newest frame wins ----------------------------------
+
+    def open_lane(self) -> Lane[Job]:
+        return self._queue.open_lane()
+
+    def offer(self, lane: Lane[Job], job: Job) -> bool:
+        """A stream's frame waits in its lane, replacing (and cancelling) the one that waited:
+        True if it did. One that cannot wait (shutting down) is answered 503."""
+        replaced = self._queue.offer(lane, job)
+        if replaced is job:
+            _settle(job.work.future, error=RequestError(503, "the server is shutting down"))
+        elif replaced is not None:
+            replaced.work.future.cancel()
+        return replaced is not None and replaced is not job
+
+    def close_lane(self, lane: Lane[Job]) -> None:
+        left = self._queue.close_lane(lane)
+        if left is not None:
+            left.work.future.cancel()
 
     # --- the runner's thread -----------------------------------------------------------------------
 
@@ -316,10 +342,10 @@ class Engine:
             self._seconds = 0.8 * self._seconds + 0.2 * seconds
         self._batch_began = None
 
-    def finish(self, job: _Job, image: torch.Tensor) -> Image.Image:  # the runner's sink, on its worker
-        return images.to_image(image)
+    def finish(self, job: Job, image: torch.Tensor) -> Any:  # the runner's sink, on its worker
+        return job.finish(image)
 
-    def done(self, job: _Job, result: Image.Image | BaseException) -> None:
+    def done(self, job: Job, result: Any) -> None:
         if isinstance(result, BaseException):
             _settle(job.work.future, error=as_request_error(result))
         else:
@@ -328,7 +354,7 @@ class Engine:
         self._begun.discard(job)
 
 
-class _Job:
+class Job:
     """Prepared work as the runner takes it (an `Item`): its content decoded or cached, its
     styles' statistics from the style cache, mixed."""
 
@@ -361,12 +387,20 @@ class _Job:
     def renders(self, content: EncodedContent) -> list[Render | Failed]:
         if self._cached is None:
             self._engine._contents.put(self._key, content)
+        return [Render(self, content, self.style_for(content), self.work.request.alpha)]
+
+    def style_for(self, content: EncodedContent) -> FeatureStats:
+        """The styles' statistics from the style cache (for `content`, where the colour mode
+        recolours them), mixed by the request's weights."""
         request = self.work.request
         stats = [self._engine._styles.stats(_style_key(request, upload), self._style_loader(upload, image), content,
                                             request.color_mode)
                  for upload, image in zip(request.styles, self.work.styles, strict=True)]
-        mixed = stats[0] if len(stats) == 1 else mixing.mix_stats(stats, request.mix)
-        return [Render(self, content, mixed, request.alpha)]
+        return stats[0] if len(stats) == 1 else mixing.mix_stats(stats, request.mix)
+
+    def finish(self, image: torch.Tensor) -> Any:
+        """On a finisher: the result as the one who waits takes it (a picture, for the route to encode)."""
+        return images.to_image(image)
 
     def _style_loader(self, upload: Upload, image: torch.Tensor | None) -> Callable[[], torch.Tensor]:
         # Decoded when prepared unless the cache held it then; decoded here if it has gone since.

@@ -3,6 +3,7 @@
     GET  /                          the page (web/index.html with app.css and app.js inlined: no build step)
     POST /v1/stylize                multipart: content, style (repeated), fields -> image bytes
     GET  /v1/styles                 the --styles library; /v1/styles/{name}/thumbnail
+    WS   /v1/live                   camera frames in, stylized frames out (live.py: the protocol)
     GET  /v1/health, /v1/info       liveness; versions, device, weights, queue, limits
     GET  /openapi.json, /docs       the API described (FastAPI writes it from the route below)
 
@@ -39,7 +40,7 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import parse_qs, quote, unquote_plus
 
-from fastapi import Depends, FastAPI, File, Form, UploadFile
+from fastapi import Depends, FastAPI, File, Form, UploadFile, WebSocket
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.requests import Request as HttpRequest
@@ -57,6 +58,7 @@ from . import __version__, about, color, images, mixing
 from .atomic import atomic_write
 from .errors import AdainError, Busy, ImageError, OutputError, RequestError, UsageError
 from .inputs import walk_images
+from .live import Live, StreamLimits
 from .lru import Recent
 from .runner import Budget, Reservation
 from .serve import (
@@ -161,6 +163,7 @@ class Options:
     allow_hosts: tuple[str, ...] = ()  # more Host names to answer (a reverse proxy's); "*": any
     allow_origins: tuple[str, ...] = ()  # web origins that may use the API from their pages (CORS)
     body_timeout: float = DEFAULT_BODY_TIMEOUT
+    live: StreamLimits = field(default_factory=StreamLimits)  # what /v1/live streams may send
 
     def __post_init__(self) -> None:
         if self.token is not None and not self.token.strip():
@@ -272,11 +275,14 @@ def _is_wildcard(address: str) -> bool:
     return host_name(address) in ("0.0.0.0", "::", "")
 
 
-async def _refuse(scope: Scope, receive: Receive, send: Send, status: int, message: str) -> None:
-    if scope["type"] == "websocket":  # a handshake refused: the close code carries no JSON
+async def _refuse(scope: Scope, receive: Receive, send: Send, status: int, message: str,
+                  headers: dict[str, str] | None = None) -> None:
+    """The JSON error; for a WebSocket, as the handshake's HTTP answer where the server can send
+    one (uvicorn can), else a close before accepting (the close code carries no JSON)."""
+    if scope["type"] == "websocket" and "websocket.http.response" not in scope.get("extensions", {}):
         await send({"type": "websocket.close", "code": 1008, "reason": message[:120]})
         return
-    await error(status, message)(scope, receive, send)
+    await error(status, message, headers)(scope, receive, send)
 
 
 class _Guard:
@@ -478,6 +484,13 @@ def create_app(engine: Engine, library: Library | None = None, options: Options 
         described = "/openapi.json" + (f"?token={quote(token, safe='')}" if token else "")
         return get_swagger_ui_html(openapi_url=described, title="adain serve: the API")
 
+    live = Live(engine, library.upload, options.live)
+
+    @api.websocket("/v1/live")
+    async def live_stream(websocket: WebSocket) -> None:
+        # The guards in front have run: Host, Origin (a WebSocket is not covered by CORS) and token.
+        await live.session(websocket)
+
     @api.get("/v1/health", summary="Liveness: answers while requests are being served")
     async def health() -> dict[str, Any]:
         return {"status": "ok", "queue": engine.queue_length}
@@ -490,7 +503,10 @@ def create_app(engine: Engine, library: Library | None = None, options: Options 
                 "weights": options.weights, "queue": engine.queue_length, "served": engine.served,
                 "limits": {"max_upload_bytes": engine.limits.max_upload, "max_pixels": engine.limits.max_pixels,
                            "queue": engine.limits.queue, "memory_bytes": engine.budget.limit},
-                "memory_held": engine.budget.held, "cache": engine.cache_stats(), "styles": len(library.files)}
+                "memory_held": engine.budget.held, "cache": engine.cache_stats(), "styles": len(library.files),
+                "live": {"streams": live.streams, "max_streams": options.live.max_streams,
+                         "max_fps": options.live.max_fps, "max_frame_bytes": options.live.max_frame,
+                         "idle_seconds": options.live.idle}}
 
     @api.get("/v1/styles", summary="The paintings of the --styles folder")
     async def styles() -> dict[str, Any]:
@@ -707,6 +723,53 @@ def _connection_protocol(limit: int, header_timeout: float) -> type:
     return _Connection
 
 
+# Seconds a WebSocket's peer may leave the server's writes unread before its connection is cut.
+STUCK_WRITES_TIMEOUT = 10.0
+
+
+def _stream_protocol(stuck_after: float = STUCK_WRITES_TIMEOUT) -> type:
+    """uvicorn's WebSocket protocol (websockets' sans-I/O) with what a stream needs from it:
+    a peer that stops reading stops being read too (its pings would each queue a pong, unbounded),
+    and one that has not read for `stuck_after` s is cut off (abort, not close: close waits for
+    the unread bytes to drain, so a stuck peer would hold its stream, and a stop, for ever)."""
+    from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+    class _Stream(WebSocketsSansIOProtocol):
+        _stuck: asyncio.TimerHandle | None = None
+
+        def pause_writing(self) -> None:
+            super().pause_writing()
+            self.transport.pause_reading()
+            if self._stuck is None:
+                self._stuck = self.loop.call_later(stuck_after, self.transport.abort)
+
+        def resume_writing(self) -> None:
+            super().resume_writing()
+            if self._stuck is not None:
+                self._stuck.cancel()
+                self._stuck = None
+            if not self.read_paused and not self.transport.is_closing():
+                self.transport.resume_reading()
+
+        async def receive(self) -> Any:
+            message = await super().receive()  # which resumes reading when its queue is empty
+            if self._stuck is not None and not self.transport.is_closing():
+                self.transport.pause_reading()
+            return message
+
+        def shutdown(self) -> None:
+            super().shutdown()
+            if self.transport.get_write_buffer_size():  # a peer that reads nothing would hold the stop
+                self.loop.call_later(2.0, self.transport.abort)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self._stuck is not None:
+                self._stuck.cancel()
+            super().connection_lost(exc)
+
+    return _Stream
+
+
 class _RedactTokens(logging.Filter):
     """The access log without ?token= values (a --debug log is pasted into bug reports)."""
 
@@ -748,9 +811,10 @@ def is_loopback(host: str) -> bool:
 
 
 def serve_forever(app: Any, listener: socket.socket, *, debug: bool = False,
-                  connections: Connections = Connections()) -> None:
+                  connections: Connections = Connections(), max_message: int = StreamLimits().max_message) -> None:
     """Run the app under uvicorn on a bound socket until Ctrl-C or SIGTERM, which stop new
-    connections, let the requests in flight finish (60 s at most), and return."""
+    connections, let the requests in flight finish (60 s at most), and return. `max_message`:
+    the largest WebSocket message taken at all (a larger one closes its stream, 1009)."""
     import uvicorn
 
     class Server(uvicorn.Server):
@@ -770,8 +834,13 @@ def serve_forever(app: Any, listener: socket.socket, *, debug: bool = False,
 
     config = uvicorn.Config(app, log_level="info" if debug else "warning", access_log=debug,
                             timeout_graceful_shutdown=60, timeout_keep_alive=connections.keep_alive,
+                            # WebSocket messages bounded in size, none compressed (frames are JPEG
+                            # already, and inflating is where a small message becomes a huge one);
+                            # reading pauses after each message until the stream has taken it.
+                            ws=_stream_protocol(), ws_max_size=max_message, ws_per_message_deflate=False,
                             http=_connection_protocol(connections.limit(), connections.header_timeout))
-    access = logging.getLogger("uvicorn.access")
-    if not any(isinstance(f, _RedactTokens) for f in access.filters):
-        access.addFilter(_RedactTokens())
+    for name in ("uvicorn.access", "uvicorn.error"):  # WebSocket handshakes are logged on the second
+        log = logging.getLogger(name)
+        if not any(isinstance(f, _RedactTokens) for f in log.filters):
+            log.addFilter(_RedactTokens())
     Server(config).run(sockets=[_GuardedListener.taking_over(listener)])

@@ -27,7 +27,8 @@ def _lines(facts: dict[str, Any]) -> list[str]:
              f"device: {facts['device']} ({facts['device_reason']})"]
     if facts["gpu_problem"]:
         lines.append(f"gpu: {facts['gpu_problem']}")
-    lines.append(f"cpu bf16: {'yes (--precision bf16 on cpu)' if facts['cpu_bf16'] else 'no'}")
+    lines.append(f"cpu: {facts['cpu']}, {facts['cpu_cores']} cores")
+    lines.append(f"cpu bf16: {_bf16(facts['cpu_bf16'], facts['cpu_bf16_features'])}")
     budget = f"memory budget (--max-memory auto): {memory.format_size(facts['memory_budget'])}"
     limit = facts["memory_limit"]
     lines.append(budget + (f" (container limit {memory.format_size(limit)})" if limit else ""))
@@ -39,3 +40,13 @@ def _lines(facts: dict[str, Any]) -> list[str]:
     if facts["offline"]:
         lines.append(f"offline: yes ({install.OFFLINE_ENV})")
     return lines
+
+
+def _bf16(fast: bool, features: list[str]) -> str:
+    """Whether bf16 runs natively here, and on which instructions: what a benchmark's bf16 figure depends on."""
+    which = " and ".join(features)
+    if fast:
+        return f"yes, {which} (--precision bf16 on cpu)" if which else "yes (--precision bf16 on cpu)"
+    if which:
+        return f"no: the CPU has {which}, but this torch's oneDNN does not use it"
+    return "no (neither AMX nor AVX-512 BF16)"

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from .. import jobs, serve, weights
+from .. import jobs, live, serve, weights
 from ..errors import UsageError
 from . import _options as opt
 from ._boundary import error_boundary, warn
@@ -54,6 +54,15 @@ def serve_command(
     body_timeout: Annotated[float, typer.Option(
         "--body-timeout", metavar="S", help="Seconds a request's body may take to arrive.")
     ] = serve.DEFAULT_BODY_TIMEOUT,
+    max_streams: Annotated[int, typer.Option(
+        "--max-streams", min=1, metavar="N", help="Live camera streams (/v1/live) at once.")
+    ] = live.DEFAULT_MAX_STREAMS,
+    max_fps: Annotated[float, typer.Option(
+        "--max-fps", metavar="F", help="Frames a second one live stream may send; more are left unprocessed.")
+    ] = live.DEFAULT_MAX_FPS,
+    stream_idle: Annotated[float, typer.Option(
+        "--stream-idle", metavar="S", help="Seconds a live stream may send nothing before it is closed.")
+    ] = live.DEFAULT_IDLE,
     vgg: opt.VggPath = None,
     decoder: opt.DecoderPath = None,
     device_name: opt.Device = "auto",
@@ -68,14 +77,16 @@ def serve_command(
     quiet: opt.Quiet = False,
     debug: opt.Debug = False,
 ) -> None:
-    """Serve a web page and an HTTP API (POST /v1/stylize) with the model kept warm."""
+    """Serve a web page and an HTTP API (POST /v1/stylize, live camera streams at /v1/live) with the model kept warm."""
     with error_boundary(debug, sigterm=False):
         web = _web_module()
 
         limits = serve.Limits(round(max_upload_mb * 2**20), max_pixels, queue)
+        # A camera frame is an upload too: within the upload limit, and the live default below it.
+        streams = live.StreamLimits(min(limits.max_upload, live.DEFAULT_MAX_FRAME), max_fps, stream_idle, max_streams)
         paths = weights.resolve_paths(vgg, decoder)
         options = web.Options(token, save, {"vgg": str(paths[0]), "decoder": str(paths[1])}, host,
-                              tuple(allow_host or ()), tuple(allow_origin or ()), body_timeout)
+                              tuple(allow_host or ()), tuple(allow_origin or ()), body_timeout, streams)
         connections = web.Connections(max_connections, keep_alive, header_timeout)
         library = web.Library.scan(styles, max_pixels)
         if save is not None:
@@ -98,7 +109,7 @@ def serve_command(
                        "limit (ulimit -n)", err=True)
         try:
             web.serve_forever(web.create_app(engine, library, options), listener, debug=debug,
-                              connections=connections)
+                              connections=connections, max_message=streams.max_message)
         finally:
             engine.close()
         if not quiet:
