@@ -9,9 +9,11 @@ px shorter side) and each number of streams (1 and 3):
   while the server is idle (nothing but the two networks: no decoding, no encoding, no
   transport);
 - the stream: clients (websockets) that send 640x480 JPEG camera frames (a pan across the
-  sample photos) at 30 frames a second each, newest frame wins on the server; answers a
-  second over `--seconds` after a warm-up, and the server's latency percentiles (a frame's
-  arrival to its answer sent) from its stats messages.
+  sample photos) as the page does: at most two away at once (one in work, one waiting), the
+  next sent when an answer comes, never more than 30 a second; answers a second over
+  `--seconds` after a warm-up, and the server's latency percentiles (a frame's arrival to
+  its answer sent) from its stats messages. `--flood` sends at 30 a second whatever comes
+  back (newest frame wins on the server: every frame is decoded, most are dropped).
 
 The stream should reach at least 80% of the network's rate (decoding, encoding and the
 transport overlapped with the network; with 3 streams, the sum of the three).
@@ -90,9 +92,10 @@ def network_rate(stylizer: Stylizer, frame: bytes, size: int, seconds: float, st
 class Client(threading.Thread):
     """One stream: frames sent at the camera's rate, answers counted, the server's stats kept."""
 
-    def __init__(self, url: str, frames: list[bytes], size: int, name: str, offset: int) -> None:
+    def __init__(self, url: str, frames: list[bytes], size: int, name: str, offset: int, flood: bool) -> None:
         super().__init__(daemon=True)
         self.url, self.frames, self.size, self.name, self.offset = url, frames, size, name, offset
+        self.away = threading.Semaphore(1_000_000 if flood else 2)  # frames sent and not answered
         self.answers: list[float] = []
         self.stats: dict = {}
         self.errors: list[str] = []
@@ -115,6 +118,7 @@ class Client(threading.Thread):
                     continue
                 if isinstance(message, bytes):
                     self.answers.append(time.perf_counter())
+                    self.away.release()
                 else:
                     text = json.loads(message)
                     if text["type"] == "stats":
@@ -127,6 +131,8 @@ class Client(threading.Thread):
         i = self.offset
         next_at = time.perf_counter()
         while not self.stop.is_set():
+            if not self.away.acquire(timeout=5):  # an answer lost (a failed frame): send on
+                pass
             ws.send(self.frames[i % len(self.frames)])
             i += 1
             next_at += 1 / CAMERA_FPS
@@ -134,8 +140,8 @@ class Client(threading.Thread):
 
 
 def stream_rate(url: str, frames: list[bytes], size: int, name: str, streams: int, warm: float,
-                seconds: float) -> dict:
-    clients = [Client(url, frames, size, name, offset=17 * k) for k in range(streams)]
+                seconds: float, flood: bool) -> dict:
+    clients = [Client(url, frames, size, name, offset=17 * k, flood=flood) for k in range(streams)]
     for client in clients:
         client.start()
         client.ready.wait(60)
@@ -189,6 +195,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=12.0)
     parser.add_argument("--warm", type=float, default=4.0)
     parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"])
+    parser.add_argument("--flood", action="store_true", help="clients send at 30 frames a second regardless")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     print(f"{cpu_name()}, {torch.get_num_threads()} threads, {datetime.date.today()}", flush=True)
@@ -205,16 +212,20 @@ def main() -> None:
             process, url = start_server(folder, vgg, decoder, precision)
             try:
                 for size in SIZES:
-                    network = network_rate(stylizer, frames[0], size, args.seconds / 2, folder / "styles" / name)
                     for streams in STREAMS:
-                        stream = stream_rate(url, frames, size, name, streams, args.warm, args.seconds)
+                        # The network's rate just before and just after the stream's: the same machine.
+                        before = network_rate(stylizer, frames[0], size, args.seconds / 3, folder / "styles" / name)
+                        stream = stream_rate(url, frames, size, name, streams, args.warm, args.seconds, args.flood)
+                        after = network_rate(stylizer, frames[0], size, args.seconds / 3, folder / "styles" / name)
+                        network = (before + after) / 2
                         rows.append({"precision": precision, "size": size, "streams": streams, "network_fps": network,
-                                     **stream, "ratio": stream["fps"] / network})
+                                     "network_before_after": [before, after], **stream,
+                                     "ratio": stream["fps"] / network})
                         row = rows[-1]
                         print(f"{precision:5} {size} px  {streams} stream(s): stream {row['fps']:.2f} fps "
                               f"(per stream {', '.join(f'{f:.2f}' for f in row['per_stream'])}), network "
-                              f"{network:.2f} fps, ratio {row['ratio']:.2f}; latency p50 {row['p50_ms']:.0f} ms "
-                              f"p99 {row['p99_ms']:.0f} ms; dropped {row['dropped']}"
+                              f"{network:.2f} fps ({before:.2f} before, {after:.2f} after), ratio {row['ratio']:.2f}; "
+                              f"latency p50 {row['p50_ms']:.0f} ms p99 {row['p99_ms']:.0f} ms; dropped {row['dropped']}"
                               + (f"; errors {row['errors']}" if row["errors"] else ""), flush=True)
             finally:
                 process.terminate()
