@@ -104,6 +104,10 @@ def test_with_smooth_off_a_frame_is_the_apis_picture_pixel_for_pixel_and_setting
         ws.send_text(json.dumps({"type": "settings", "alpha": 0.4, "preserve_color": True}))
         assert reply(ws, "settings")["alpha"] == 0.4
         assert pixels(roundtrip(ws, frame)) == pixels(api_picture(client, frame, alpha="0.4", preserve_color="true"))
+        ws.send_text(json.dumps({"type": "settings", "content_size": 36, "work_size": 16}))  # guided up to 36
+        assert reply(ws, "settings")["work_size"] == 16
+        assert pixels(roundtrip(ws, frame)) == pixels(api_picture(client, frame, alpha="0.4", preserve_color="true",
+                                                                  content_size="36", work_size="16"))
 
 
 def test_steady_statistics_are_on_by_default_and_restart_at_a_cut(client):
@@ -154,6 +158,7 @@ def test_a_painting_of_ones_own_is_sent_once_and_used_by_name(client):
     (lambda ws: ws.send_text('["settings"]'), 400, "unknown message type"),
     (lambda ws: ws.send_text('{"type": "settings", "alpha": 2}'), 400, "alpha must be between 0 and 1"),
     (lambda ws: ws.send_text('{"type": "settings", "alpha": "1"}'), 400, "alpha must be a number"),
+    (lambda ws: ws.send_text('{"type": "settings", "work_size": 64}'), 400, "work-size"),
     (lambda ws: ws.send_text('{"type": "settings", "colour": "x"}'), 400, "unknown settings field 'colour'"),
     (lambda ws: ws.send_text('{"type": "settings", "style_name": ["nope.png"]}'), 400, "not in the styles folder"),
     (lambda ws: ws.send_text('{"type": "settings", "preserve_color": true, "luminance_only": true}'), 400,

@@ -95,6 +95,7 @@ class LiveSettings:
     luminance_only: bool = False
     content_size: int = DEFAULT_CONTENT_SIZE
     style_size: int = 512
+    work_size: int = 0  # the network at this shorter side, guided up to content_size (guided.py); 0: off
     format: str = "jpeg"
     smooth: float = DEFAULT_SMOOTH  # s, the time constant of steady statistics; 0: off
 
@@ -119,7 +120,7 @@ class LiveSettings:
         for name in ("preserve_color", "luminance_only"):
             if name in message:
                 values[name] = _typed(message[name], bool, name, "true or false")
-        for name in ("content_size", "style_size"):
+        for name in ("content_size", "style_size", "work_size"):
             if name in message:
                 values[name] = _typed(message[name], int, name, "a whole number of pixels")
         if "format" in message:
@@ -140,7 +141,7 @@ class LiveSettings:
                 raise RequestError(400, "weights mix several styles; give two or more in style_name")
             mixing.normalise_weights(self.weights, len(self.style_name))
         jobs.Settings(alpha=self.alpha, content_size=self.content_size, style_size=self.style_size,
-                      color_mode=self.color_mode)
+                      color_mode=self.color_mode, work_size=self.work_size)
 
     @property
     def color_mode(self) -> color.ColorMode:
@@ -255,7 +256,7 @@ class Stream:
         settings = self.settings
         try:
             request = Request(Upload(f"frame {index}", data), self._styles, settings.alpha, settings.weights,
-                              settings.color_mode, settings.content_size, settings.style_size)
+                              settings.color_mode, settings.content_size, settings.style_size, settings.work_size)
             work = await _off_loop(self._admit, request)
         except AdainError as exc:
             self._refused(exc, index)
