@@ -190,6 +190,30 @@ def test_a_batch_that_fails_is_retried_item_by_item_so_one_failure_is_its_own(st
     assert calls["encode"] == [3, 1, 1] and calls["render"] == [1, 1]
 
 
+def test_a_server_s_next_batch_runs_while_this_one_finishes_and_results_keep_their_order(stylizer):
+    """Runner.serve: the next batch does not wait for this one's finishing (a live frame's
+    encoding overlaps the network); results still reach the sink in order."""
+    made, calls = recording(stylizer, batch_size=1)
+    overlapped: list[bool] = []
+
+    class Slow(Collected):
+        def finish(self, key, image):
+            if key == "a/0":  # finishing until the next batch has been rendered (10 s at most)
+                deadline = time.monotonic() + 10
+                while len(calls["render"]) < 2 and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                overlapped.append(len(calls["render"]) == 2)
+            return super().finish(key, image)
+
+    source = queue.Queue()
+    for name in ("a", "b"):
+        source.put(Item(name))
+    source.put(None)
+    sink = Slow()
+    Runner(made, workers=1, finishers=2).serve(source, sink)
+    assert overlapped == [True] and sink.keys == ["a/0", "b/0"]
+
+
 def test_a_render_that_fails_in_a_batch_is_retried_one_by_one(stylizer):
     made, calls = recording(stylizer, batch_size=3, fail=lambda stage, n: stage == "render" and n > 1)
     sink = Collected()

@@ -26,6 +26,7 @@ import queue
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from concurrent import futures
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
@@ -101,7 +102,9 @@ class Source(Protocol):
 
 class Sink(Protocol[R]):
     """Where results go. `finish` runs on a worker (`Runner`'s `finishers` at once); `done`
-    is called on the runner's thread, in the order the outputs were made."""
+    is called in the order the outputs were made: on the runner's thread in `Runner.run`, and
+    in `Runner.serve` by the finisher as soon as it can (so there it must be thread-safe, and
+    cannot stop the run by raising)."""
 
     def finish(self, key: object, image: Tensor) -> R: ...
 
@@ -175,22 +178,22 @@ class Runner:
               on_batch: Callable[[int], None] | None = None) -> int:
         """Items from a queue that other threads fill (a server's requests, decoded already:
         `load` is called here), until None comes; the number of items whose work started.
-        Each batch's results are handed over before the next batch begins."""
+        Each result is handed over as soon as it is finished, by the finisher (in order), while
+        the next batch runs: its encoding overlaps the network, and nobody waits for a batch."""
         return self._drive(source, sink, on_batch, answer_at_once=True, fill=False)
 
     def _drive(self, ready: queue.Queue | Source, sink: Sink[R], on_batch: Callable[[int], None] | None,
                answer_at_once: bool, fill: bool) -> int:
-        """The batches through the stages. `answer_at_once`: every batch's results handed over
-        before the next begins (a server's clients wait for theirs; a run's sink can wait)."""
+        """The batches through the stages. `answer_at_once`: results handed over as they are
+        finished, from the finishers (a server's clients wait for theirs; a run's sink is handed
+        its results on this thread)."""
         with ThreadPoolExecutor(self._finishers, thread_name_prefix="adain-finish") as finishers:
-            behind = _Behind(sink, finishers, self._behind)
+            behind = _Behind(sink, finishers, self._behind, eager=answer_at_once)
             try:
                 count = 0
                 for batch in _batches(ready, self.batch_size, fill):
                     count += len(batch)
                     self._stylize(batch, behind)
-                    if answer_at_once:
-                        behind.finish()
                     if on_batch is not None:
                         on_batch(len(batch))
                 behind.finish()
@@ -397,33 +400,51 @@ def _begin(item: Item, future: Future[Tensor] | None) -> _Begun | None:
 
 class _Behind:
     """Results finished on workers while the next ones compute; handed to the sink in order,
-    failures included, with at most `limit` waiting."""
+    failures included, with at most `limit` waiting. `eager`: each handed over as soon as it and
+    those before it are finished, by the worker that finished it (a server's clients wait for
+    theirs, and the next batch need not wait for this one's encoding); otherwise when the
+    runner's thread comes by (a run's sink is not thread-safe: a video encoder, a manifest)."""
 
-    def __init__(self, sink: Sink, pool: ThreadPoolExecutor, limit: int) -> None:
-        self._sink, self._pool, self._limit = sink, pool, limit
+    def __init__(self, sink: Sink, pool: ThreadPoolExecutor, limit: int, eager: bool = False) -> None:
+        self._sink, self._pool, self._limit, self._eager = sink, pool, limit, eager
         self._pending: deque[tuple[object, Future | BaseException]] = deque()
+        self._lock = threading.Lock()  # held while the head is taken and handed over: order kept
 
     def add(self, key: object, image: Tensor) -> None:
-        self._pending.append((key, self._pool.submit(self._sink.finish, key, image)))
+        future = self._pool.submit(self._sink.finish, key, image)
+        with self._lock:
+            self._pending.append((key, future))
+        if self._eager:
+            future.add_done_callback(lambda _: self._hand_over(block=False))
         self._hand_over(block=len(self._pending) > self._limit)
 
     def fail(self, key: object, error: BaseException) -> None:
-        self._pending.append((key, error))
+        with self._lock:
+            self._pending.append((key, error))
         self._hand_over(block=False)
 
     def _hand_over(self, block: bool) -> None:
-        while self._pending:
-            key, result = self._pending[0]
-            if isinstance(result, Future):
-                if not (block or result.done()):
+        """Finished results from the head on; `block`: wait for the head first (outside the lock,
+        so that a worker handing over what it finished is never kept from finishing the next)."""
+        while True:
+            with self._lock:
+                if not self._pending:
                     return
-                try:
-                    result = result.result()
-                except Exception as exc:
-                    result = exc
-            self._pending.popleft()
-            block = False
-            self._sink.done(key, result)
+                key, result = self._pending[0]
+                waiting = isinstance(result, Future) and not result.done()
+                if not waiting:
+                    self._pending.popleft()
+                    if isinstance(result, Future):
+                        try:
+                            result = result.result()
+                        except Exception as exc:
+                            result = exc
+                    self._sink.done(key, result)
+                    block = False
+                    continue
+            if not block:
+                return
+            futures.wait([result])  # type: ignore[list-item]
 
     def finish(self) -> None:
         while self._pending:
@@ -433,7 +454,8 @@ class _Behind:
         """After the run stopped (Ctrl-C, a source's or the sink's error): results not finished
         yet are let go, those finished or finishing are handed over, so that what was written
         is recorded (a dataset's manifest); a sink that fails again ends it."""
-        pending, self._pending = self._pending, deque()
+        with self._lock:
+            pending, self._pending = self._pending, deque()
         for _, result in pending:
             if isinstance(result, Future):
                 result.cancel()
