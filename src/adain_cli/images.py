@@ -356,11 +356,23 @@ def _mask_labels(mask: Image.Image) -> tuple[Image.Image, int]:
 
 def to_tensor(image: Image.Image) -> Tensor:
     """Image -> float32 RGB (1, 3, H, W) in [0, 1]; other modes are converted as load_image does."""
+    return from_8bit(to_pixels(image))
+
+
+def to_pixels(image: Image.Image) -> Tensor:
+    """Image -> its 8-bit RGB pixels as (1, 3, H, W), a view of them (H, W, 3) in memory: what
+    `to_tensor` converts, for a caller that converts later (on the thread that runs the network,
+    where torch's parallel work does not compete with it)."""
     import numpy  # torchvision's dependency; imported here, where it is needed
 
-    image = to_rgb(image)
-    hwc = torch.from_numpy(numpy.array(image))  # a writable copy of the pixels, shared with the tensor
-    return from_8bit(hwc.permute(2, 0, 1).unsqueeze(0))
+    hwc = torch.from_numpy(numpy.array(to_rgb(image)))  # a writable copy of the pixels, shared with the tensor
+    return hwc.permute(2, 0, 1).unsqueeze(0)
+
+
+def pixels_to_image(pixels: Tensor) -> Image.Image:
+    """8-bit (1, 3, H, W) or (3, H, W) RGB on the CPU -> an image (what `to_image` makes of its floats)."""
+    chw = pixels.squeeze(0) if pixels.dim() == 4 else pixels
+    return Image.fromarray(chw.permute(1, 2, 0).contiguous().numpy())
 
 
 def from_8bit(pixels: Tensor) -> Tensor:

@@ -64,7 +64,11 @@ class Settings:
 
     def prepare_content(self, image: Image.Image, path: Path | str) -> Tensor:
         """A decoded content (its original kept by a caller that needs its size) as the network takes it."""
-        return images.to_tensor(images.prepare(image, self.content_size, self.crop, path))
+        return images.from_8bit(self.content_pixels(image, path))
+
+    def content_pixels(self, image: Image.Image, path: Path | str) -> Tensor:
+        """`prepare_content` but for the last step: its 8-bit pixels, (1, 3, H, W)."""
+        return images.to_pixels(images.prepare(image, self.content_size, self.crop, path))
 
     def check_work_size(self, width: int, height: int, path: Path | str) -> None:
         """UsageError naming `path` when its output (from a width x height original) is smaller than

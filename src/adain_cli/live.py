@@ -530,7 +530,7 @@ class _LiveFrame(Job):
 
     def finish(self, image: torch.Tensor) -> bytes:
         buffer = io.BytesIO()
-        images.write_image(images.to_image(image), buffer, self._format)
+        images.write_image(images.pixels_to_image(image), buffer, self._format)
         return buffer.getvalue()
 
 
