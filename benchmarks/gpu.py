@@ -44,7 +44,7 @@ seconds are left of `--budget` than it is estimated to take.
 
 Its python3 (3.12) has torch 2.11, torchvision, Pillow, Typer, Rich and NumPy (and click, h11,
 idna, annotated-doc), not the rest of our dependencies, and no network: they travel as wheels in
-`.whl/`, 37.5 MiB (with the source tree about 38.5 MiB of the 64 MiB a call carries), in the
+`.whl/`, 37.7 MiB (with the source tree about 38.7 MiB of the 64 MiB a call carries), in the
 versions of the project's own venv. Once, here, in the repository's root (the exclude file is
 the main checkout's, also from a worktree):
 
@@ -53,7 +53,7 @@ the main checkout's, also from a worktree):
         --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
         -d .whl av==18.1.0 fastapi==0.165.0 starlette==1.10.0 pydantic==2.14.4 pydantic_core==2.50.5 \
         annotated-types==0.8.0 typing-inspection==0.4.5 typing_extensions==4.16.0 opentelemetry-api==1.45.2 \
-        anyio==4.16.0 uvicorn==0.54.0 python-multipart==0.0.34 platformdirs==4.14.9
+        anyio==4.16.0 uvicorn==0.54.0 websockets==17.4 python-multipart==0.0.34 platformdirs==4.14.9
 
 (typing_extensions because pydantic-core needs 4.16, anyio because FastAPI needs 4.1 or later,
 opentelemetry-api because FastAPI imports it; click, h11 and idna are left to the machine's own:
@@ -114,7 +114,8 @@ except ModuleNotFoundError as missing:  # platformdirs, say: every adain-cli mod
 SRC = Path(__file__).resolve().parents[1] / "src"
 GROUPS = ("correctness", "throughput", "video", "dataset", "serve", "train", "compile")
 # The packages a group needs beyond the core (module names); on the GPU machine they come as wheels.
-NEEDS = {"video": ("av",), "serve": ("fastapi", "starlette", "pydantic", "uvicorn", "python_multipart")}
+NEEDS = {"video": ("av",),
+         "serve": ("fastapi", "starlette", "pydantic", "uvicorn", "websockets", "python_multipart")}
 PRECISIONS = ("fp32", "bf16", "fp16")
 SHAPES = ("256", "512", "1080p")  # the throughput sizes' names, the same under --quick
 # The issue's targets, bf16 on one H100/H200-class GPU (images/s by size, frames/s, images/s, hours).

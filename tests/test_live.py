@@ -441,26 +441,74 @@ def test_a_waiting_get_wakes_for_a_frame_offered_from_another_thread():
 
 
 @pytest.fixture
-def real_server(stylizer, library):
-    """The app under uvicorn (web.serve_forever's settings) on a free port, in a thread."""
+def start_server(library):
+    """The app under uvicorn (web.serve_forever's WebSocket settings) on a free port, in a thread:
+    start(stylizer) gives its /v1/live URL and its engine."""
     import uvicorn
 
-    engine = serve.Engine(stylizer)
-    options = web.Options(live=live.StreamLimits(max_frame=50_000))
-    app = web.create_app(engine, library, options)
-    config = uvicorn.Config(app, log_level="warning", ws=web._stream_protocol(stuck_after=1.0),
-                            ws_max_size=options.live.max_message, ws_per_message_deflate=False)
-    server = uvicorn.Server(config)
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.01)
-    yield f"ws://127.0.0.1:{listener.getsockname()[1]}/v1/live"
-    server.should_exit = True
-    thread.join(30)
-    engine.close()
+    running = []
+
+    def start(stylizer) -> tuple[str, serve.Engine]:
+        engine = serve.Engine(stylizer)
+        options = web.Options(live=live.StreamLimits(max_frame=50_000))
+        config = uvicorn.Config(web.create_app(engine, library, options), log_level="warning",
+                                ws=web._stream_protocol(stuck_after=1.0), ws_max_size=options.live.max_message,
+                                ws_per_message_deflate=False)
+        server = uvicorn.Server(config)
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
+        thread.start()
+        running.append((server, thread, engine))
+        while not server.started:
+            time.sleep(0.01)
+        return f"ws://127.0.0.1:{listener.getsockname()[1]}/v1/live", engine
+
+    yield start
+    for server, thread, engine in running:
+        server.should_exit = True
+        thread.join(30)
+        engine.close()
+
+
+@pytest.fixture
+def real_server(start_server, stylizer) -> str:
+    return start_server(stylizer)[0]
+
+
+def test_a_client_gone_while_its_frame_is_in_work_leaves_no_memory_held(start_server, stylizer):
+    from websockets.sync.client import connect
+
+    held, release = hold_rendering(stylizer)
+    url, engine = start_server(held)
+    with connect(url) as ws:
+        ws.recv()
+        ws.send(json.dumps({**SETTINGS, "format": "png"}))
+        ws.recv()
+        ws.send(jpeg(1))
+        deadline = time.monotonic() + 30
+        while not engine._begun and time.monotonic() < deadline:  # in work, held
+            time.sleep(0.01)
+    release.set()  # the frame finishes after its client has gone
+    while engine.budget.held and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert engine.budget.held == 0 and engine.served == 1
+
+
+def test_a_large_style_message_is_parsed_without_its_data_and_names_may_hold_brackets(client):
+    import base64
+
+    painting = io.BytesIO()
+    Image.effect_noise((200, 200), 90).convert("RGB").save(painting, "PNG")  # noise: over 64 KB as base64
+    data = base64.b64encode(painting.getvalue()).decode()
+    assert len(data) > live.SMALL_TEXT
+    with client.websocket_connect(WS) as ws:
+        reply(ws, "ready")
+        ws.send_text(json.dumps({"type": "style", "name": "photo [1] {copy}.png", "data": data, "id": 3}))
+        assert reply(ws, "style") == {"type": "style", "name": "photo [1] {copy}.png", "width": 200, "height": 200,
+                                      "id": 3}
+        ws.send_text(json.dumps({"type": "settings", "style_name": ["x" * 201]}))
+        assert "1 to 200 characters" in reply(ws, "error")["error"]
 
 
 def test_over_a_real_socket_frames_flow_and_a_message_over_the_transport_bound_closes_1009(real_server):

@@ -24,6 +24,7 @@ import contextlib
 import io
 import json
 import math
+import re
 import time
 from collections import deque
 from collections.abc import Callable
@@ -55,7 +56,7 @@ FPS_ANSWERS = 10  # ... and at most this many (a slow CPU's 1 frame in 2 s still
 OUTBOX = 8  # messages waiting to be sent; beyond, the client is not reading and text is dropped
 SMALL_TEXT = 64 * 1024  # bytes: a text message larger than this must be a flat object (a painting's upload)
 TEXT_RATE, STYLE_RATE = 20.0, 1.0  # text messages, and paintings (each decoded once), a second per stream
-FRAME_PIXELS = 1280 * 720  # pixels a second a stream may send, per frame of --max-fps: a 720p camera's
+FRAME_PIXELS = 1280 * 720  # pixels a second a stream may decode, per frame of --max-fps (a 720p camera's)
 UNSENT_FRAMES = 2  # answers waiting to be sent (one being sent, the next): a newer one beyond is dropped
 
 
@@ -157,8 +158,8 @@ class LiveSettings:
 def _names(value: Any) -> tuple[str, ...]:
     if isinstance(value, str):
         value = [value]
-    if not isinstance(value, list) or not all(isinstance(name, str) and name for name in value):
-        raise RequestError(400, "style_name must be a painting's name or a list of them")
+    if not isinstance(value, list) or not all(isinstance(name, str) and 0 < len(name) <= 200 for name in value):
+        raise RequestError(400, "style_name must be a painting's name (1 to 200 characters) or a list of them")
     return tuple(value)
 
 
@@ -234,6 +235,7 @@ class Stream:
         self._last_stats = 0.0
         self._outbox: asyncio.Queue[_Outgoing] = asyncio.Queue(OUTBOX)
         self._unsent = 0  # frames in the outbox
+        self._closed = False  # the client has gone: work finishing after that holds nothing
 
     # --- messages in ----------------------------------------------------------------------------
 
@@ -286,6 +288,9 @@ class Stream:
     async def text(self, raw: str) -> None:
         """A JSON message: settings, a painting of the client's own, or a request for stats. Its
         answer (or error) carries the message's "id", if it has one, so a client can match them."""
+        if not self._texts.take():  # before parsing: parsing is the cost
+            self._refused(RequestError(429, "too many messages a second; slow down"))
+            return
         try:
             message = _parsed(raw)
         except RequestError as exc:
@@ -298,9 +303,8 @@ class Stream:
             self._refused(RequestError(400, f"unknown message type {_shown(json.dumps(kind))}: send settings, "
                                             "style or stats"), **asked)
             return
-        if not self._texts.take() or (kind == "style" and not self._paintings.take()):
-            what = "paintings" if kind == "style" else "messages"
-            self._refused(RequestError(429, f"too many {what} a second; slow down"), **asked)
+        if kind == "style" and not self._paintings.take():
+            self._refused(RequestError(429, "too many paintings a second; slow down"), **asked)
             return
         try:
             self._say({**await handlers[kind](message), **asked})
@@ -375,7 +379,7 @@ class Stream:
     def _answered(self, job: _LiveFrame, index: int) -> None:
         """On the event loop, once a frame's work is settled: its answer, or its error, queued."""
         future = job.work.future
-        if future.cancelled():  # replaced by a newer frame (counted then), or the stream closed
+        if future.cancelled() or self._closed:  # replaced by a newer frame (counted then), or the client gone
             return
         if future.exception() is not None:
             self.counts.failed += 1
@@ -395,6 +399,8 @@ class Stream:
         self._unsent += 1
 
     def _say(self, message: dict[str, Any]) -> None:
+        if self._closed:
+            return
         # A client that reads nothing loses text too; what is queued already is enough to say why.
         with contextlib.suppress(asyncio.QueueFull):
             self._outbox.put_nowait(_Outgoing(message))
@@ -451,6 +457,7 @@ class Stream:
     def close(self) -> None:
         """The client has gone: its waiting frame is let go, its paintings' and unsent answers'
         bytes given back."""
+        self._closed = True
         self._engine.close_lane(self._lane)
         self._held.release()
         while not self._outbox.empty():
@@ -490,14 +497,27 @@ def _let_go(task: asyncio.Future[Any]) -> None:
 
 
 def _parsed(raw: str) -> Any:
-    """A text message as JSON. One over SMALL_TEXT bytes must be a flat object (a painting's
-    upload: no list or object inside), so that no message can become a huge tree of objects."""
-    if len(raw) > SMALL_TEXT and (raw.count("{") != 1 or "[" in raw):
-        raise RequestError(413, f"a text message over {SMALL_TEXT:,} bytes must be a style message (a flat object)")
+    """A text message as JSON. One over SMALL_TEXT bytes must be a painting's upload: its base64
+    "data" is taken out as it is and only the rest, within SMALL_TEXT, parsed, so that no message
+    becomes a large tree of objects or a long parse."""
+    data = None
+    if len(raw) > SMALL_TEXT:
+        found = _DATA.search(raw)
+        if found is None or len(raw) - len(found.group(1)) > SMALL_TEXT:
+            raise RequestError(413, f"a text message over {SMALL_TEXT:,} bytes must be a style message whose "
+                                    "data is the painting in base64")
+        data, raw = found.group(1), raw[:found.start(1)] + raw[found.end(1):]
     try:
-        return json.loads(raw)
+        message = json.loads(raw)
     except (ValueError, RecursionError):
         raise RequestError(400, "a text message must be JSON (a frame is a binary message)") from None
+    if data is not None and isinstance(message, dict):
+        message["data"] = data
+    return message
+
+
+# A style message's data: base64 has no quote or backslash, so the string ends at the next quote.
+_DATA = re.compile(r'"data"\s*:\s*"([A-Za-z0-9+/=]*)"')
 
 
 def _usable_id(value: Any) -> bool:
@@ -547,8 +567,12 @@ class Live:
         if self.streams >= self.limits.max_streams:
             await self._refuse_busy(websocket)
             return
-        await websocket.accept()
-        self.streams += 1
+        self.streams += 1  # counted before any await, so that no other stream gets past the check
+        try:
+            await websocket.accept()
+        except BaseException:
+            self.streams -= 1
+            raise
         stream = Stream(self.engine, self.find_style, self.limits)
         sender = asyncio.create_task(stream.send_to(websocket))
         try:

@@ -350,7 +350,7 @@ def _entry(entry: object) -> _Queued | _Begun | _End:
 
 def _batches(ready: queue.Queue | Source, size: int, fill: bool = False) -> Iterator[list[_Begun]]:
     """Wait for one item, then take those that are ready (`fill`: the next ones, once decoded),
-    up to `size`, while they have one content size and colour mode; an item that does not fit
+    up to `size`, while they have one content size, colour mode and work size; an item that does not fit
     (or, without `fill`, is still decoding) starts the next batch."""
     held: _Queued | _Begun | _End | None = None
     while True:

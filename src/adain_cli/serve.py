@@ -1,10 +1,10 @@
 """`adain serve`'s engine: the networks loaded once, recent work cached, requests queued and batched.
 
     request (image bytes + options, checked)  --submit-->  bounded queue  --the runner's thread-->
-        content features: cached by (bytes' sha256, size)        stage 1, skipped when cached
-        style statistics: the style cache, by (bytes' sha256, size)  stage 2, skipped when cached
-        render_batch of the requests that arrived together       stage 3, one decoder call
-    --> the request's future: an 8-bit image
+        content features: cached by (bytes' sha256, size, work size)  stage 1, skipped when cached
+        style statistics: the style cache, by (bytes' sha256, size)   stage 2, skipped when cached
+        render_batch of the requests that arrived together            stage 3, one decoder call
+    --> the request's future: an 8-bit image (a live frame's: its encoded bytes, live.py)
 
 So a change of alpha or mixing weights alone costs one decoder pass. The queue (turns.py:
 requests in order, and a lane of one frame per live stream, taken in turns) is a source of
@@ -336,7 +336,7 @@ class Engine:
                 _log.error("adain serve: the worker restarts after %s", jobs.failure_reason(exc))
                 for job in list(self._begun):
                     self.done(job, RequestError(500, f"stylization failed ({type(exc).__name__})"))
-                if self._closing:  # the stop marker may have gone with the failure
+                if self._closing:  # close() was asked meanwhile: the queue gives nothing more
                     return
                 time.sleep(0.1)  # a failure that repeats must not spin
 

@@ -22,10 +22,9 @@ T = TypeVar("T")
 
 
 class Lane(Generic[T]):
-    """One source's waiting items: a stream's holds at most one."""
+    """One source's waiting items: the requests' (up to the queue's limit), or a stream's (one)."""
 
-    def __init__(self, limit: int, newest_wins: bool) -> None:
-        self.limit, self.newest_wins = limit, newest_wins
+    def __init__(self) -> None:
         self.items: deque[T] = deque()
         self.open = True
 
@@ -35,7 +34,8 @@ class Turns(Generic[T]):
 
     def __init__(self, limit: int) -> None:
         self._changed = threading.Condition()
-        self._requests: Lane[T] = Lane(limit, newest_wins=False)
+        self._limit = limit
+        self._requests: Lane[T] = Lane()
         self._ring: deque[Lane[T]] = deque([self._requests])
         self._ended = False
 
@@ -44,7 +44,7 @@ class Turns(Generic[T]):
     def put_nowait(self, item: T) -> None:
         """A request at the back of its lane; queue.Full when `limit` wait already."""
         with self._changed:
-            if len(self._requests.items) >= self._requests.limit:
+            if len(self._requests.items) >= self._limit:
                 raise queue.Full
             self._requests.items.append(item)
             self._changed.notify()
@@ -57,7 +57,7 @@ class Turns(Generic[T]):
 
     def open_lane(self) -> Lane[T]:
         """A lane for one stream, at the back of the ring."""
-        lane: Lane[T] = Lane(1, newest_wins=True)
+        lane: Lane[T] = Lane()
         with self._changed:
             self._ring.append(lane)
         return lane

@@ -124,7 +124,7 @@ class Library:
 
     def upload(self, name: str) -> Upload:
         if name not in self.files:  # a bad field of the request, not a missing resource
-            raise RequestError(400, f"style_name {name!r} is not in the styles folder (see GET /v1/styles)")
+            raise RequestError(400, f"style_name {name[:200]!r} is not in the styles folder (see GET /v1/styles)")
         return Upload(name, self._read(name, lambda path: path.read_bytes()))
 
     def thumbnail(self, name: str) -> bytes:
