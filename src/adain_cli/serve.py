@@ -189,8 +189,9 @@ class Engine:
         # and a failure (out of memory) must not outlive its request.
         self._styles = StyleCache(stylizer, entries=STYLE_CACHE_ENTRIES, keep_images=False, keep_failures=False)
         # Torch's parallel work stays on the runner's thread, beside the network, not competing
-        # with it from other threads (a live frame at 256 px in bf16 ran a third slower so): uploads
-        # are decoded to 8 bits and converted there, and results come off as 8 bits, as video's do.
+        # with it from other threads (measured alone: torch conversions on a second thread cost a
+        # bf16 network a third, Pillow's work 2%): uploads are decoded to 8 bits and converted
+        # there, and results come off as 8 bits, as video's do.
         self._runner = Runner(stylizer, workers=1, to_host=lambda out: images.to_8bit(out).cpu())
         self._begun: set[Job] = set()  # work begun and not yet answered
         self._seconds = 1.0  # a running average of one request's time, for Retry-After
