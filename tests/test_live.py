@@ -132,6 +132,12 @@ def test_steady_statistics_are_on_by_default_and_restart_at_a_cut(client):
     assert got[0] == own[0]  # the first frame has no past
     assert pixels(got[1]) != pixels(own[1])  # steadied towards the first
     assert got[2] == own[2]  # a cut: its own statistics again
+    with client.websocket_connect(WS) as ws:  # a change of size starts afresh too
+        started(ws, format="png", smooth=30)
+        roundtrip(ws, frames[0])
+        ws.send_text(json.dumps({"type": "settings", "content_size": 36}))
+        reply(ws, "settings")
+        assert roundtrip(ws, frames[1]) == api_picture(client, frames[1], content_size="36")
 
 
 def test_a_painting_of_ones_own_is_sent_once_and_used_by_name(client):

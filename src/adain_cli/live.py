@@ -317,7 +317,7 @@ class Stream:
         settings = self.settings.changed(message)
         styles = await asyncio.to_thread(self._resolve, settings.style_name)
         self._hold(styles, self._own)
-        if settings.smooth != self.settings.smooth:
+        if _restarts_steady(self.settings, settings):
             self._steady = Steady(settings.smooth)
         self.settings, self._styles = settings, styles
         return {"type": "settings", **settings.as_message()}
@@ -471,6 +471,13 @@ class _Outgoing:
     message: dict[str, Any] | bytes
     arrived: float = 0.0
     held: Reservation | None = None
+
+
+def _restarts_steady(old: LiveSettings, new: LiveSettings) -> bool:
+    """Whether the content statistics' average starts afresh: a new time constant, or frames
+    the network now sees differently (their size, the working size, the colour mode)."""
+    return any(getattr(old, name) != getattr(new, name)
+               for name in ("smooth", "content_size", "work_size", "preserve_color", "luminance_only"))
 
 
 def _painting(name: str, data: str) -> Upload:
