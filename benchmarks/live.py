@@ -27,7 +27,6 @@ import argparse
 import datetime
 import io
 import json
-import platform
 import socket
 import statistics
 import subprocess
@@ -42,7 +41,7 @@ from common import SHARED, random_weights
 from PIL import Image
 from websockets.sync.client import connect
 
-from adain_cli import Stylizer, device, images
+from adain_cli import Stylizer, about, device, images
 
 CAMERA = (640, 480)
 CAMERA_FPS = 30.0
@@ -183,13 +182,6 @@ def start_server(folder: Path, vgg: Path, decoder: Path, precision: str) -> tupl
     raise SystemExit("the server did not start")
 
 
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=12.0)
@@ -198,7 +190,7 @@ def main() -> None:
     parser.add_argument("--flood", action="store_true", help="clients send at 30 frames a second regardless")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    print(f"{cpu_name()}, {torch.get_num_threads()} threads, {datetime.date.today()}", flush=True)
+    print(f"{about.cpu_model()}, {torch.get_num_threads()} threads, {datetime.date.today()}", flush=True)
     precisions = [p for p in args.precisions if p != "bf16" or device.cpu_has_fast_bf16()]
     frames = camera_frames()
     rows = []
@@ -230,7 +222,7 @@ def main() -> None:
             finally:
                 process.terminate()
                 process.wait(60)
-    facts = {"date": datetime.date.today().isoformat(), "cpu": cpu_name(),
+    facts = {"date": datetime.date.today().isoformat(), "cpu": about.cpu_model(),
              "threads": torch.get_num_threads(), "camera": f"{CAMERA[0]}x{CAMERA[1]} JPEG at {CAMERA_FPS:g} fps"}
     if args.json:
         args.json.write_text(json.dumps({**facts, "rows": rows}, indent=2))

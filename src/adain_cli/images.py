@@ -417,6 +417,13 @@ def write_image(image: Image.Image, handle: BinaryIO, fmt: str, quality: int = D
     image.save(handle, format=fmt, **options)
 
 
+def encoded(image: Image.Image, fmt: str, quality: int = DEFAULT_QUALITY) -> bytes:
+    """`write_image` into bytes (an answer to send)."""
+    buffer = io.BytesIO()
+    write_image(image, buffer, fmt, quality)
+    return buffer.getvalue()
+
+
 def save_image(image: Image.Image, path: Path, quality: int = DEFAULT_QUALITY) -> None:
     """Write atomically (see `atomic_write`): a failure leaves neither a partial file nor a
     damaged existing one."""

@@ -17,7 +17,7 @@ from typing import Literal, Protocol
 from PIL import Image
 from torch import Tensor
 
-from . import color, images, memory
+from . import color, guided, images, memory
 from .errors import ImageError, OutputError, UsageError
 from .stylizer import check_alpha
 
@@ -73,9 +73,11 @@ class Settings:
     def check_work_size(self, width: int, height: int, path: Path | str) -> None:
         """UsageError naming `path` when its output (from a width x height original) is smaller than
         the working size; only the original's size can say so when content-size is 0."""
-        if self.work_size and not self.content_size and self.work_size > min(width, height):
-            raise UsageError(f"{path}: work-size {self.work_size} is larger than the output's shorter side "
-                             f"({min(width, height)} px): give a smaller one, or 0")
+        if self.work_size and not self.content_size:
+            try:
+                guided.check_work_size(self.work_size, height, width)
+            except UsageError as exc:
+                raise UsageError(f"{path}: {exc}") from None
 
     def check_work_sizes(self, contents: Iterable[Path]) -> None:
         """Before anything runs: UsageError naming the first content whose output is smaller than

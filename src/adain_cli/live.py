@@ -21,7 +21,6 @@ import asyncio
 import base64
 import binascii
 import contextlib
-import io
 import json
 import math
 import re
@@ -37,12 +36,10 @@ from starlette.responses import JSONResponse
 from . import color, images, jobs, mixing
 from .errors import AdainError, RequestError, UsageError
 from .runner import Failed, Render, Reservation
-from .serve import MAX_STYLES, Engine, Job, Request, Upload, Work, as_request_error
+from .serve import FORMATS, MAX_STYLES, Engine, Job, Request, Upload, Work, as_request_error
 from .steady import DEFAULT_SMOOTH, Steady
 from .stylizer import EncodedContent
 
-# Pillow's format for each "format" a stream may ask for.
-FORMATS = {name: images.FORMATS[f".{name}"] for name in ("jpeg", "jpg", "webp", "png")}
 DEFAULT_CONTENT_SIZE = 384
 DEFAULT_MAX_FRAME = 8 * 1024 * 1024  # bytes; a 4K camera frame as JPEG is 1-3 MB
 DEFAULT_MAX_FPS = 30.0
@@ -556,9 +553,7 @@ class _LiveFrame(Job):
         return [Render(self, content, self.style_for(content), self.work.request.alpha)]
 
     def finish(self, image: torch.Tensor) -> bytes:
-        buffer = io.BytesIO()
-        images.write_image(images.pixels_to_image(image), buffer, self._format)
-        return buffer.getvalue()
+        return images.encoded(images.pixels_to_image(image), self._format)
 
 
 class Live:

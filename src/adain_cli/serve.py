@@ -48,6 +48,8 @@ from .turns import Lane, Turns
 
 _log = logging.getLogger("adain_cli.serve")
 
+# The formats an answer may come in (a request's `format`, a stream's), by name: Pillow's format, as outputs.
+FORMATS = {name: images.FORMATS[f".{name}"] for name in ("png", "jpeg", "jpg", "webp")}
 DEFAULT_MAX_UPLOAD = 32 * 1024 * 1024  # bytes per request
 DEFAULT_MAX_PIXELS = 16_000_000  # per image, decoded and after resizing
 DEFAULT_QUEUE = 16

@@ -47,7 +47,6 @@ from fastapi.requests import Request as HttpRequest
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPBearer
-from PIL import Image
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
@@ -66,14 +65,13 @@ from .serve import (
     DEFAULT_HEADER_TIMEOUT,
     DEFAULT_KEEP_ALIVE,
     DEFAULT_MAX_CONNECTIONS,
+    FORMATS,
     MAX_STYLES,
     Engine,
     Request,
     Upload,
 )
 
-# The response formats the API offers, by the name a request gives: Pillow's format, as outputs.
-FORMATS = {name: images.FORMATS[f".{name}"] for name in ("png", "jpeg", "jpg", "webp")}
 THUMBNAIL_SIDE = 192
 THUMBNAIL_CACHE_BYTES = 64 * 1024 * 1024
 # Parts of one POST /v1/stylize: a content and the styles; the fields, style_name among them.
@@ -559,7 +557,7 @@ def create_app(engine: Engine, library: Library | None = None, options: Options 
         picture = await asyncio.wrap_future(queued)
         seconds = time.perf_counter() - began
         pillow_format = FORMATS[format.lower()]
-        data = await asyncio.to_thread(_encode, picture, pillow_format)
+        data = await asyncio.to_thread(images.encoded, picture, pillow_format)
         headers = {"X-Seconds": f"{seconds:.3f}"}
         if options.save is not None:
             headers.update(await asyncio.to_thread(_save, options.save, data, format.lower()))
@@ -572,12 +570,6 @@ def create_app(engine: Engine, library: Library | None = None, options: Options 
                              allow_headers=["Authorization"],
                              expose_headers=["X-Seconds", "X-Saved-As", "X-Save-Error", "Retry-After"])
     return _AnsweredWhenCancelled(_HostAndOrigin(app, options))
-
-
-def _encode(picture: Image.Image, pillow_format: str) -> bytes:
-    buffer = io.BytesIO()
-    images.write_image(picture, buffer, pillow_format)
-    return buffer.getvalue()
 
 
 def _save(folder: Path, data: bytes, ext: str) -> dict[str, str]:
